@@ -1,0 +1,85 @@
+"""MoCo's InfoNCE loss against a queue of negative keys."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxmetric import _checks, parallel
+from jaxmetric.distances import l2_normalize
+from jaxmetric.losses import _common
+
+
+def moco_loss(
+    queries: jax.Array,
+    keys: jax.Array,
+    queue: jax.Array,
+    *,
+    temperature: float = 0.2,
+    normalize: bool = True,
+    queue_mask: jax.Array | None = None,
+    mask: jax.Array | None = None,
+    axis_name: str | None = None,
+) -> jax.Array:
+    r"""InfoNCE of MoCo: each query against its key and the queued negatives.
+
+    .. math::
+        \ell_i = -\log \frac{e^{q_i^\top k_i / T}}
+            {e^{q_i^\top k_i / T} + \sum_{j=1}^{K} e^{q_i^\top u_j / T}}
+
+    i.e. cross-entropy of the logits ``[q.k, q.queue^T] / T`` with target 0,
+    averaged over the (global) batch. ``keys`` and ``queue`` carry no gradient
+    (the key encoder is updated by momentum, not by backprop).
+
+    Args:
+      queries: [B, D] query embeddings (online encoder).
+      keys: [B, D] key embeddings (momentum encoder), row i the positive of
+        query i.
+      queue: [K, D] negative keys, e.g. ``jaxmetric.queue.MemoryQueue``'s
+        ``embeddings``.
+      temperature: T > 0 (MoCo v1: 0.07, v2: 0.2).
+      normalize: L2-normalise queries, keys and queue rows (MoCo normalises
+        its encoder outputs).
+      queue_mask: [K] bool, filled queue slots. None: all.
+      mask: [B] bool, valid queries. None: all valid.
+      axis_name: mapped axis; the mean runs over the global batch. The queue
+        is replicated, so no gathering is needed here (``jaxmetric.queue.
+        enqueue`` gathers the keys).
+
+    Returns:
+      A float32 scalar; 0.0 when no query is valid.
+
+    Example:
+      >>> import jax, jaxmetric
+      >>> q, k = jax.random.normal(jax.random.key(0), (2, 4, 8))
+      >>> queue = jax.random.normal(jax.random.key(1), (16, 8))
+      >>> loss = jaxmetric.moco_loss(q, k, queue)
+
+    Reference:
+      He et al., "Momentum Contrast for Unsupervised Visual Representation
+      Learning", CVPR 2020; Chen et al., "Improved Baselines with Momentum
+      Contrastive Learning" (MoCo v2), 2020.
+    """
+    _checks.check_positive(temperature, "temperature")
+    queries = _checks.check_embeddings(queries, "queries")
+    keys = _checks.check_embeddings(keys, "keys")
+    queue = _checks.check_embeddings(queue, "queue")
+    _checks.check_same_shape(queries, keys, "queries", "keys")
+    if queue.shape[1] != queries.shape[1]:
+        raise ValueError(
+            f"`queue` rows must have the queries' dimension {queries.shape[1]}, "
+            f"got shape {queue.shape}."
+        )
+    batch = queries.shape[0]
+    mask = _checks.check_mask(mask, batch)
+    queue_mask = _checks.check_mask(queue_mask, queue.shape[0], "queue_mask")
+    keys = jax.lax.stop_gradient(keys)
+    queue = jax.lax.stop_gradient(queue)
+    if normalize:
+        queries, keys, queue = l2_normalize(queries), l2_normalize(keys), l2_normalize(queue)
+    positive = jnp.sum(queries * keys, axis=1) / temperature  # [B]
+    negatives = queries @ queue.T / temperature  # [B, K]
+    logits = jnp.concatenate([positive[:, None], negatives], axis=1)
+    counts = jnp.concatenate([jnp.ones((batch, 1), bool), jnp.broadcast_to(queue_mask, negatives.shape)], axis=1)
+    losses = _common.masked_logsumexp(logits, counts, axis=1) - positive
+    return parallel.reduce_losses(losses, mask, "mean", axis_name)

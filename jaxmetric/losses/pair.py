@@ -1,0 +1,80 @@
+"""Contrastive (pair) loss."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxmetric import _checks, parallel
+from jaxmetric.distances import DISTANCE_METRICS, pairwise_distances
+from jaxmetric.losses import _common
+
+
+def contrastive_loss(
+    embeddings: jax.Array,
+    labels: jax.Array,
+    *,
+    pos_margin: float = 0.0,
+    neg_margin: float = 1.0,
+    metric: str = "euclidean",
+    normalize: bool = True,
+    reduction: str = "mean_nonzero",
+    mask: jax.Array | None = None,
+    axis_name: str | None = None,
+) -> jax.Array:
+    r"""Contrastive loss over all ordered pairs (i, j), i != j, of a labelled batch.
+
+    .. math::
+        L = R_{\text{pos}}\big(\max(0, d_{ij} - m_{\text{pos}})\big)
+          + R_{\text{neg}}\big(\max(0, m_{\text{neg}} - d_{ij})\big)
+
+    where the first reduction runs over positive pairs (y_i = y_j) and the
+    second over negative pairs, each on its own (PML's convention), with
+    ``reduction`` "mean_nonzero" (sum / number of terms > 0), "mean" or
+    "sum". ``reduction="none"`` returns the local [b, M] matrix holding each
+    pair's term (positive or negative) and 0 elsewhere.
+
+    Args:
+      embeddings: [B, D] float32, bfloat16 or float16.
+      labels: [B] integer class labels.
+      pos_margin: positive pairs closer than this cost nothing (>= 0).
+      neg_margin: negative pairs farther than this cost nothing (>= 0).
+      metric: "euclidean", "squared_euclidean" or "cosine" (1 - cos).
+      normalize: L2-normalise the embeddings first.
+      reduction: "mean_nonzero", "mean", "sum" or "none".
+      mask: [B] bool, valid rows. None: all valid.
+      axis_name: mapped axis; pairs are formed with the candidates of all
+        devices and the value is that of the global batch.
+
+    Returns:
+      A float32 scalar; 0.0 (zero gradient) when there is no pair.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxmetric
+      >>> x = jnp.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+      >>> round(float(jaxmetric.contrastive_loss(x, jnp.array([0, 0, 1]))), 4)
+      0.0
+
+    PML's ``ContrastiveLoss()`` (pos_margin 0, neg_margin 1, euclidean on
+    normalised rows, AvgNonZero for each term) is this function's default.
+
+    Reference:
+      Hadsell, Chopra, LeCun, "Dimensionality Reduction by Learning an
+      Invariant Mapping", CVPR 2006.
+    """
+    _checks.check_non_negative(pos_margin, "pos_margin")
+    _checks.check_non_negative(neg_margin, "neg_margin")
+    _checks.check_choice(metric, DISTANCE_METRICS, "metric")
+    _checks.check_choice(reduction, parallel.REDUCTIONS, "reduction")
+    batch = _common.labelled_batch(
+        embeddings, labels, mask, axis_name, normalize=normalize
+    )
+    dist = pairwise_distances(batch.anchors, batch.candidates, metric=metric)
+    pos, neg = batch.pair_masks()
+    pos_losses = jax.nn.relu(dist - pos_margin)
+    neg_losses = jax.nn.relu(neg_margin - dist)
+    if reduction == "none":
+        return jnp.where(pos, pos_losses, jnp.where(neg, neg_losses, 0.0))
+    return parallel.reduce_losses(
+        pos_losses, pos, reduction, axis_name
+    ) + parallel.reduce_losses(neg_losses, neg, reduction, axis_name)
