@@ -54,16 +54,26 @@ def axis_index(axis_name: str | None) -> jax.Array:
         raise _unbound(axis_name, err) from err
 
 
-def gather(x: jax.Array, axis_name: str | None) -> jax.Array:
+def gather(x: jax.Array, axis_name: str | None, *, invariant: bool = False) -> jax.Array:
     """Concatenates ``x`` [b, ...] from all devices into [n * b, ...].
 
-    Device d's rows land at ``[d * b, (d + 1) * b)``. The gradient flows back
-    to the device that owns each row.
+    Device d's rows land at ``[d * b, (d + 1) * b)``.
+
+    Args:
+      x: the local rows.
+      axis_name: mapped axis, or None (then ``x`` is returned).
+      invariant: False (losses): the result is typed as varying over the
+        axis and its gradient is reduce-scattered back to the device that owns
+        each row. True (state such as the MoCo queue): the result is typed as
+        replicated, so it can be returned with ``out_specs=P()`` under
+        ``shard_map``'s replication check; use it only where no gradient flows.
     """
     if axis_name is None:
         return x
     axis_size(axis_name)  # A clear error when the axis is not bound.
-    return jax.lax.all_gather(x, axis_name, axis=0, tiled=True)
+    return jax.lax.all_gather(
+        x, axis_name, axis=0, tiled=True, to="invarying" if invariant else "varying"
+    )
 
 
 def anchor_index(local_batch: int, axis_name: str | None) -> jax.Array:

@@ -121,7 +121,9 @@ def enqueue(
     labels = _checks.check_labels(labels, batch)
     mask = _checks.check_mask(mask, batch)
     keys = jax.lax.stop_gradient(keys).astype(queue.embeddings.dtype)
-    keys, labels, mask = (parallel.gather(x, axis_name) for x in (keys, labels, mask))
+    keys, labels, mask = (
+        parallel.gather(x, axis_name, invariant=True) for x in (keys, labels, mask)
+    )
     start = queue.pointer
     return MemoryQueue(
         embeddings=jax.lax.dynamic_update_slice_in_dim(queue.embeddings, keys, start, 0),
