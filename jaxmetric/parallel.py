@@ -86,6 +86,7 @@ def psum(x: jax.Array, axis_name: str | None) -> jax.Array:
     """``jax.lax.psum`` that is the identity for ``axis_name=None``."""
     if axis_name is None:
         return x
+    axis_size(axis_name)  # A clear error when the axis is not bound.
     return jax.lax.psum(x, axis_name)
 
 
