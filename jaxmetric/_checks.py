@@ -29,12 +29,9 @@ def check_labels(labels: jax.Array, batch: int, name: str = "labels") -> jax.Arr
         raise ValueError(f"`{name}` must be 1-D [batch], got shape {labels.shape}.")
     if labels.shape[0] != batch:
         raise ValueError(
-            f"`{name}` has length {labels.shape[0]} but the embeddings have "
-            f"{batch} rows."
+            f"`{name}` has length {labels.shape[0]} but the embeddings have {batch} rows."
         )
-    if not (
-        jnp.issubdtype(labels.dtype, jnp.integer) or labels.dtype == jnp.bool_
-    ):
+    if not (jnp.issubdtype(labels.dtype, jnp.integer) or labels.dtype == jnp.bool_):
         raise ValueError(f"`{name}` must be integers, got dtype {labels.dtype}.")
     return labels.astype(jnp.int32)
 
@@ -52,8 +49,7 @@ def check_mask(mask: jax.Array | None, batch: int, name: str = "mask") -> jax.Ar
 def check_same_shape(a: jax.Array, b: jax.Array, name_a: str, name_b: str) -> None:
     if a.shape != b.shape:
         raise ValueError(
-            f"`{name_a}` and `{name_b}` must have the same shape, got {a.shape} "
-            f"and {b.shape}."
+            f"`{name_a}` and `{name_b}` must have the same shape, got {a.shape} and {b.shape}."
         )
 
 

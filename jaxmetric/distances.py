@@ -55,8 +55,7 @@ def _prepare(x: jax.Array, y: jax.Array | None) -> tuple[jax.Array, jax.Array]:
     y = _checks.check_embeddings(y, "y")
     if y.shape[1] != x.shape[1]:
         raise ValueError(
-            f"`y` must have the feature dimension of `x` ({x.shape[1]}), got "
-            f"shape {y.shape}."
+            f"`y` must have the feature dimension of `x` ({x.shape[1]}), got shape {y.shape}."
         )
     return x, y
 

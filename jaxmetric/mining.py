@@ -70,9 +70,7 @@ def pair_masks(
             anchor_index = jnp.arange(batch)
     reference_labels = jnp.asarray(reference_labels)
     if reference_labels.ndim != 1:
-        raise ValueError(
-            f"`reference_labels` must be 1-D, got shape {reference_labels.shape}."
-        )
+        raise ValueError(f"`reference_labels` must be 1-D, got shape {reference_labels.shape}.")
     num_ref = reference_labels.shape[0]
     reference_mask = _checks.check_mask(reference_mask, num_ref, "reference_mask")
     valid = mask[:, None] & reference_mask[None, :]
@@ -164,8 +162,6 @@ def facenet_semi_hard(
     outside = negative_mask[:, None, :] & (d_an > d_ap)  # [b, M, M]
     closest_outside = jnp.argmin(jnp.where(outside, d_an, jnp.inf), axis=2)
     farthest = jnp.argmax(jnp.where(negative_mask, dist, -jnp.inf), axis=1)
-    negative_index = jnp.where(
-        jnp.any(outside, axis=2), closest_outside, farthest[:, None]
-    )
+    negative_index = jnp.where(jnp.any(outside, axis=2), closest_outside, farthest[:, None])
     valid = positive_mask & jnp.any(negative_mask, axis=1, keepdims=True)
     return negative_index.astype(jnp.int32), valid

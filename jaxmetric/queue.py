@@ -106,8 +106,7 @@ def enqueue(
     batch, dim = keys.shape
     if dim != queue.embeddings.shape[1]:
         raise ValueError(
-            f"`keys` have dimension {dim} but the queue stores "
-            f"{queue.embeddings.shape[1]}."
+            f"`keys` have dimension {dim} but the queue stores {queue.embeddings.shape[1]}."
         )
     global_batch = batch * parallel.axis_size(axis_name)
     if queue.size % global_batch:

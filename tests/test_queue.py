@@ -54,7 +54,9 @@ def test_queue_size_must_be_a_multiple_of_the_global_batch():
     queue = jm.init_queue(16, 4)  # Divisible by the local batch 4, not by 8 x 4.
     mapped = jax.shard_map(
         lambda q, k: jm.enqueue(q, k, axis_name="data"),
-        mesh=mesh, in_specs=(P(), P("data")), out_specs=P(),
+        mesh=mesh,
+        in_specs=(P(), P("data")),
+        out_specs=P(),
     )
     with pytest.raises(ValueError, match="K=16.*global batch 32"):
         mapped(queue, jnp.zeros((32, 4)))
@@ -68,7 +70,9 @@ def test_sharded_enqueue_equals_single_device():
     mapped = jax.jit(
         jax.shard_map(
             lambda q, k, y: jm.enqueue(q, k, y, axis_name="data"),
-            mesh=mesh, in_specs=(P(), P("data"), P("data")), out_specs=P(),
+            mesh=mesh,
+            in_specs=(P(), P("data"), P("data")),
+            out_specs=P(),
         )
     )
     sharded = mapped(queue, keys, labels)
@@ -79,7 +83,8 @@ def test_sharded_enqueue_equals_single_device():
     # Under pmap every replica holds the same queue.
     pmapped = jax.pmap(
         lambda q, k, y: jm.enqueue(q, k, y, axis_name="data"),
-        axis_name="data", in_axes=(None, 0, 0),
+        axis_name="data",
+        in_axes=(None, 0, 0),
     )(queue, keys.reshape(8, 2, 4), labels.reshape(8, 2))
     for device in range(8):
         np.testing.assert_array_equal(np.asarray(pmapped.embeddings[device]), single.embeddings)

@@ -28,9 +28,7 @@ ATOL = 1e-5
 
 
 def _mesh() -> jax.sharding.Mesh:
-    return jax.make_mesh(
-        (NUM_DEVICES,), ("data",), axis_types=(jax.sharding.AxisType.Auto,)
-    )
+    return jax.make_mesh((NUM_DEVICES,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def _embed(params: dict, x: jax.Array) -> jax.Array:
@@ -51,24 +49,36 @@ def _label_loss(loss_fn, **kwargs):
 def _simclr(params, x, labels, mask, queue, axis_name):
     del labels, queue
     return jm.simclr_loss(
-        _embed(params, x[:, 0]), _embed(params, x[:, 1]), temperature=0.2,
-        mask=mask, axis_name=axis_name,
+        _embed(params, x[:, 0]),
+        _embed(params, x[:, 1]),
+        temperature=0.2,
+        mask=mask,
+        axis_name=axis_name,
     )
 
 
 def _npair(params, x, labels, mask, queue, axis_name):
     del queue
     return jm.npair_loss(
-        _embed(params, x[:, 0]), _embed(params, x[:, 1]), labels=labels // 2,
-        l2_reg=0.01, temperature=0.5, mask=mask, axis_name=axis_name,
+        _embed(params, x[:, 0]),
+        _embed(params, x[:, 1]),
+        labels=labels // 2,
+        l2_reg=0.01,
+        temperature=0.5,
+        mask=mask,
+        axis_name=axis_name,
     )
 
 
 def _moco(params, x, labels, mask, queue, axis_name):
     del labels
     return jm.moco_loss(
-        _embed(params, x[:, 0]), _embed(params, x[:, 1]), queue,
-        temperature=0.2, mask=mask, axis_name=axis_name,
+        _embed(params, x[:, 0]),
+        _embed(params, x[:, 1]),
+        queue,
+        temperature=0.2,
+        mask=mask,
+        axis_name=axis_name,
     )
 
 
@@ -78,7 +88,10 @@ CASES = {
         for mining in jm.mining.TRIPLET_MINING
     },
     "triplet_soft_batch_hard_sq": _label_loss(
-        jm.triplet_margin_loss, mining="batch_hard", soft=True, metric="squared_euclidean",
+        jm.triplet_margin_loss,
+        mining="batch_hard",
+        soft=True,
+        metric="squared_euclidean",
         normalize=False,
     ),
     "triplet_semi_hard_sum": _label_loss(
@@ -117,9 +130,7 @@ def _single(fn, params, x, labels, mask, queue):
 
 def _shard_map(fn, params, x, labels, mask, queue):
     def step(p, x, labels, mask, queue):
-        value, grads = jax.value_and_grad(
-            lambda p: fn(p, x, labels, mask, queue, "data")
-        )(p)
+        value, grads = jax.value_and_grad(lambda p: fn(p, x, labels, mask, queue, "data"))(p)
         # No collective on the gradient: shard_map (check_vma=True) has
         # already summed the contributions of all devices.
         expand = functools.partial(jax.tree.map, lambda a: a[None])
@@ -136,9 +147,7 @@ def _shard_map(fn, params, x, labels, mask, queue):
 
 def _pmap(fn, params, x, labels, mask, queue):
     def step(p, x, labels, mask, queue):
-        value, grads = jax.value_and_grad(
-            lambda p: fn(p, x, labels, mask, queue, "data")
-        )(p)
+        value, grads = jax.value_and_grad(lambda p: fn(p, x, labels, mask, queue, "data"))(p)
         return value, jax.lax.pmean(grads, "data")
 
     split = lambda a: a.reshape(NUM_DEVICES, -1, *a.shape[1:])  # noqa: E731
@@ -157,7 +166,9 @@ def test_sharded_equals_single_device(case, masked, mapper):
     value, grads = _single(fn, *data)
     assert float(value) > 0  # A case that could not fail would be useless.
     values, sharded_grads = mapper(fn, *data)
-    np.testing.assert_allclose(np.asarray(values), np.full(NUM_DEVICES, value), rtol=1e-5, atol=ATOL)
+    np.testing.assert_allclose(
+        np.asarray(values), np.full(NUM_DEVICES, value), rtol=1e-5, atol=ATOL
+    )
     for name in grads:
         expected = np.broadcast_to(np.asarray(grads[name]), sharded_grads[name].shape)
         assert np.abs(expected).max() > 1e-4
@@ -249,7 +260,9 @@ def test_simclr_sees_all_global_negatives():
         assert (negatives.sum(axis=1) == 8190).all()
         pos_logit = logits[np.arange(len(rows)), positive]
         shift = logits.max(axis=1)
-        denom = np.exp(pos_logit - shift) + np.where(negatives, np.exp(logits - shift[:, None]), 0).sum(1)
+        denom = np.exp(pos_logit - shift) + np.where(
+            negatives, np.exp(logits - shift[:, None]), 0
+        ).sum(1)
         total += np.sum(-(pos_logit - shift) + np.log(denom))
     expected = total / n
     np.testing.assert_allclose(per_device, np.full(NUM_DEVICES, expected), rtol=1e-5)

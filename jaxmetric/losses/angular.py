@@ -7,7 +7,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, parallel
+from jaxmetric import parallel
 from jaxmetric.losses import _common
 
 
@@ -58,8 +58,6 @@ def angular_loss(
     # f[a, p, n] = 4 t (x_a + x_p).x_n - 2 (1 + t) x_a.x_p
     logits = 4.0 * tan_sq * (anchor_sim[:, None, :] + candidate_sim[None, :, :])
     logits = logits - 2.0 * (1.0 + tan_sq) * anchor_sim[:, :, None]
-    losses = _common.masked_logsumexp(
-        logits, neg[:, None, :], axis=2, include_zero=True
-    )
+    losses = _common.masked_logsumexp(logits, neg[:, None, :], axis=2, include_zero=True)
     valid = pos & jnp.any(neg, axis=1, keepdims=True)
     return parallel.reduce_losses(losses, valid, "mean", axis_name)

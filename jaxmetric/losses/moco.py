@@ -80,6 +80,8 @@ def moco_loss(
     positive = jnp.sum(queries * keys, axis=1) / temperature  # [B]
     negatives = queries @ queue.T / temperature  # [B, K]
     logits = jnp.concatenate([positive[:, None], negatives], axis=1)
-    counts = jnp.concatenate([jnp.ones((batch, 1), bool), jnp.broadcast_to(queue_mask, negatives.shape)], axis=1)
+    counts = jnp.concatenate(
+        [jnp.ones((batch, 1), bool), jnp.broadcast_to(queue_mask, negatives.shape)], axis=1
+    )
     losses = _common.masked_logsumexp(logits, counts, axis=1) - positive
     return parallel.reduce_losses(losses, mask, "mean", axis_name)

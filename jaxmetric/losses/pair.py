@@ -66,15 +66,13 @@ def contrastive_loss(
     _checks.check_non_negative(neg_margin, "neg_margin")
     _checks.check_choice(metric, DISTANCE_METRICS, "metric")
     _checks.check_choice(reduction, parallel.REDUCTIONS, "reduction")
-    batch = _common.labelled_batch(
-        embeddings, labels, mask, axis_name, normalize=normalize
-    )
+    batch = _common.labelled_batch(embeddings, labels, mask, axis_name, normalize=normalize)
     dist = pairwise_distances(batch.anchors, batch.candidates, metric=metric)
     pos, neg = batch.pair_masks()
     pos_losses = jax.nn.relu(dist - pos_margin)
     neg_losses = jax.nn.relu(neg_margin - dist)
     if reduction == "none":
         return jnp.where(pos, pos_losses, jnp.where(neg, neg_losses, 0.0))
-    return parallel.reduce_losses(
-        pos_losses, pos, reduction, axis_name
-    ) + parallel.reduce_losses(neg_losses, neg, reduction, axis_name)
+    return parallel.reduce_losses(pos_losses, pos, reduction, axis_name) + parallel.reduce_losses(
+        neg_losses, neg, reduction, axis_name
+    )

@@ -87,9 +87,7 @@ def triplet_margin_loss(
     _checks.check_choice(metric, DISTANCE_METRICS, "metric")
     _checks.check_choice(mining, mining_lib.TRIPLET_MINING, "mining")
     _checks.check_choice(reduction, parallel.REDUCTIONS, "reduction")
-    batch = _common.labelled_batch(
-        embeddings, labels, mask, axis_name, normalize=normalize
-    )
+    batch = _common.labelled_batch(embeddings, labels, mask, axis_name, normalize=normalize)
     dist = pairwise_distances(batch.anchors, batch.candidates, metric=metric)
     pos, neg = batch.pair_masks()
     hinge = jax.nn.softplus if soft else jax.nn.relu
@@ -112,4 +110,3 @@ def triplet_margin_loss(
         d_an = jnp.take_along_axis(dist, neg_index, axis=1)
         losses = hinge(dist - d_an + margin)
     return parallel.reduce_losses(losses, valid, reduction, axis_name)
-
