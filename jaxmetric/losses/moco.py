@@ -55,6 +55,11 @@ def moco_loss(
       >>> queue = jax.random.normal(jax.random.key(1), (16, 8))
       >>> loss = jaxmetric.moco_loss(q, k, queue)
 
+    pytorch-metric-learning has no MoCo loss of its own; its MoCo recipe wraps
+    ``NTXentLoss(temperature)`` in ``CrossBatchMemory`` with the keys as the
+    memory, which equals this function when every queue entry is a negative of
+    every query (distinct pair labels) and embeddings are normalised.
+
     Reference:
       He et al., "Momentum Contrast for Unsupervised Visual Representation
       Learning", CVPR 2020; Chen et al., "Improved Baselines with Momentum

@@ -76,7 +76,10 @@ def triplet_margin_loss(
     ``margin=0.05`` and the other defaults; with ``BatchHardMiner`` use
     ``mining="batch_hard"``, with ``TripletMarginMiner(type_of_triplets="hard"
     | "semihard")`` use ``"hard"`` / ``"semi_hard"`` with the miner's margin.
-    PML's ``smooth_loss=True`` is ``soft=True`` with ``margin=0``.
+    PML's ``smooth_loss=True`` is ``soft=True`` (softplus of the same
+    d(a, p) - d(a, n) + m). PML's miners keep the boundary cases
+    (d(a, n) <= d(a, p) for "hard", d(a, n) - d(a, p) <= m for "semihard");
+    here they are strict, which differs only on exact ties.
 
     References:
       Schroff et al., "FaceNet: A Unified Embedding for Face Recognition and
