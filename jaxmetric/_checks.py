@@ -46,6 +46,16 @@ def check_mask(mask: jax.Array | None, batch: int, name: str = "mask") -> jax.Ar
     return mask.astype(bool)
 
 
+def check_embedding_pair(
+    a: jax.Array, b: jax.Array, name_a: str, name_b: str
+) -> tuple[jax.Array, jax.Array]:
+    """Checks two [B, D] floating arrays of one shape (row i pairs with row i)."""
+    a = check_embeddings(a, name_a)
+    b = check_embeddings(b, name_b)
+    check_same_shape(a, b, name_a, name_b)
+    return a, b
+
+
 def check_same_shape(a: jax.Array, b: jax.Array, name_a: str, name_b: str) -> None:
     if a.shape != b.shape:
         raise ValueError(

@@ -66,10 +66,8 @@ def moco_loss(
       Contrastive Learning" (MoCo v2), 2020.
     """
     _checks.check_positive(temperature, "temperature")
-    queries = _checks.check_embeddings(queries, "queries")
-    keys = _checks.check_embeddings(keys, "keys")
+    queries, keys = _checks.check_embedding_pair(queries, keys, "queries", "keys")
     queue = _checks.check_embeddings(queue, "queue")
-    _checks.check_same_shape(queries, keys, "queries", "keys")
     if queue.shape[1] != queries.shape[1]:
         raise ValueError(
             f"`queue` rows must have the queries' dimension {queries.shape[1]}, "

@@ -60,9 +60,7 @@ def npair_loss(
     """
     _checks.check_positive(temperature, "temperature")
     _checks.check_non_negative(l2_reg, "l2_reg")
-    anchors = _checks.check_embeddings(anchors, "anchors")
-    positives = _checks.check_embeddings(positives, "positives")
-    _checks.check_same_shape(anchors, positives, "anchors", "positives")
+    anchors, positives = _checks.check_embedding_pair(anchors, positives, "anchors", "positives")
     num_pairs = anchors.shape[0]
     mask = _checks.check_mask(mask, num_pairs)
     index = parallel.anchor_index(num_pairs, axis_name)

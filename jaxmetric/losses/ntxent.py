@@ -114,9 +114,7 @@ def simclr_loss(
       Representations", ICML 2020, Algorithm 1.
     """
     _checks.check_positive(temperature, "temperature")
-    z1 = _checks.check_embeddings(z1, "z1")
-    z2 = _checks.check_embeddings(z2, "z2")
-    _checks.check_same_shape(z1, z2, "z1", "z2")
+    z1, z2 = _checks.check_embedding_pair(z1, z2, "z1", "z2")
     num_pairs = z1.shape[0]
     mask = _checks.check_mask(mask, num_pairs)
     z1, z2 = l2_normalize(z1), l2_normalize(z2)
