@@ -76,6 +76,29 @@ def gather(x: jax.Array, axis_name: str | None, *, invariant: bool = False) -> j
     )
 
 
+def to_varying(tree, axis_name: str | None):
+    """Types every leaf as varying over ``axis_name`` (for ``lax.scan`` carries).
+
+    Under ``shard_map`` with ``check_vma=True`` a loop carry that starts
+    replicated (e.g. an all-True default mask) but meets per-device data must
+    be cast first. A no-op for ``axis_name=None``, under ``pmap``, and for
+    leaves that already vary.
+    """
+    if axis_name is None:
+        return tree
+
+    def cast(x):
+        manual = getattr(jax.typeof(x), "mat", None)  # None outside shard_map's typing
+        if manual is None or axis_name in manual.varying:
+            return x
+        try:
+            return jax.lax.pcast(x, (axis_name,), to="varying")
+        except (NameError, ValueError):  # pmap-style contexts that do not track vma
+            return x
+
+    return jax.tree.map(cast, tree)
+
+
 def anchor_index(local_batch: int, axis_name: str | None) -> jax.Array:
     """Global row index [b] of this device's local rows in the gathered batch."""
     offset = axis_index(axis_name) * local_batch

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from jaxmetric import _checks, parallel
 from jaxmetric.distances import l2_normalize
-from jaxmetric.losses import _common
+from jaxmetric.losses import _blockwise, _common
 
 
 def moco_loss(
@@ -20,6 +20,7 @@ def moco_loss(
     queue_mask: jax.Array | None = None,
     mask: jax.Array | None = None,
     axis_name: str | None = None,
+    block_size: int | None = None,
 ) -> jax.Array:
     r"""InfoNCE of MoCo: each query against its key and the queued negatives.
 
@@ -45,6 +46,9 @@ def moco_loss(
       axis_name: mapped axis; the mean runs over the global batch. The queue
         is replicated, so no gathering is needed here (``jaxmetric.queue.
         enqueue`` gathers the keys).
+      block_size: None: the dense [B, K] logits. An int: tiles of
+        ``block_size`` queue rows with a running log-sum-exp and recomputation
+        in the backward pass, for large queues (same value and gradient).
 
     Returns:
       A float32 scalar; 0.0 when no query is valid.
@@ -81,6 +85,21 @@ def moco_loss(
     if normalize:
         queries, keys, queue = l2_normalize(queries), l2_normalize(keys), l2_normalize(queue)
     positive = jnp.sum(queries * keys, axis=1) / temperature  # [B]
+    if block_size is not None:
+        if not isinstance(block_size, int) or block_size <= 0:
+            raise ValueError(f"`block_size` must be a positive int or None, got {block_size!r}.")
+        # Queries get label 0 and the queue label 1: every filled slot is a negative.
+        query_meta = (jnp.zeros(batch, jnp.int32), mask, jnp.full(batch, -1, jnp.int32))
+        queue_meta = (
+            jnp.ones(queue.shape[0], jnp.int32),
+            queue_mask,
+            jnp.arange(queue.shape[0], dtype=jnp.int32),
+        )
+        queue_lse = _blockwise.negative_lse(
+            queries, queue, query_meta, queue_meta, temperature, block_size, None, False
+        )
+        losses = jax.nn.softplus(queue_lse - positive)
+        return parallel.reduce_losses(losses, mask, "mean", axis_name)
     negatives = queries @ queue.T / temperature  # [B, K]
     logits = jnp.concatenate([positive[:, None], negatives], axis=1)
     counts = jnp.concatenate(

@@ -7,11 +7,11 @@ import jax.numpy as jnp
 
 from jaxmetric import _checks, parallel
 from jaxmetric.distances import l2_normalize
-from jaxmetric.losses import _common
+from jaxmetric.losses import _blockwise, _common
 
 
 def _ntxent_terms(batch: _common.Batch, temperature: float) -> tuple[jax.Array, jax.Array]:
-    """Per positive pair NT-Xent terms [b, M] and their validity mask."""
+    """Per positive pair NT-Xent terms [b, M] and their validity mask (dense)."""
     logits = batch.anchors @ batch.candidates.T / temperature  # [b, M]
     pos, neg = batch.pair_masks()
     # log sum over the anchor's negatives; the positive itself is added below,
@@ -22,6 +22,26 @@ def _ntxent_terms(batch: _common.Batch, temperature: float) -> tuple[jax.Array, 
     return terms, pos
 
 
+def _check_tiling(block_size: int | None, ring: bool, axis_name: str | None) -> int | None:
+    if block_size is not None and (not isinstance(block_size, int) or block_size <= 0):
+        raise ValueError(f"`block_size` must be a positive int or None, got {block_size!r}.")
+    if ring and axis_name is None:
+        raise ValueError(
+            "`ring`=True passes candidate blocks between devices: it needs `axis_name`."
+        )
+    return block_size
+
+
+def _tiled_candidates(
+    emb: jax.Array, meta: tuple, axis_name: str | None, ring: bool
+) -> tuple[jax.Array, tuple]:
+    """The candidates a tiled loss starts from: the local block (ring) or all devices'."""
+    if ring:
+        return emb, meta
+    labels, mask, index = (parallel.gather(m, axis_name) for m in meta)
+    return parallel.gather(emb, axis_name), (labels, mask, index)
+
+
 def ntxent_loss(
     embeddings: jax.Array,
     labels: jax.Array,
@@ -29,6 +49,8 @@ def ntxent_loss(
     temperature: float = 0.07,
     mask: jax.Array | None = None,
     axis_name: str | None = None,
+    block_size: int | None = None,
+    ring: bool = False,
 ) -> jax.Array:
     r"""NT-Xent over positive pairs defined by labels.
 
@@ -48,6 +70,14 @@ def ntxent_loss(
       temperature: T > 0.
       mask: [B] bool, valid rows. None: all valid.
       axis_name: mapped axis; positives and negatives come from all devices.
+      block_size: None: the dense [B, B] similarity matrix. An int: tiles of
+        ``block_size`` x ``block_size`` with a running log-sum-exp and
+        recomputation in the backward pass, so memory grows as B x block_size
+        (same value and gradient).
+      ring: with ``axis_name``, pass candidate blocks from device to device
+        with ``ppermute`` instead of gathering them all, so per-device memory
+        does not grow with the number of devices (tiled; ``block_size`` None
+        means one tile per local block).
 
     Returns:
       A float32 scalar; 0.0 (zero gradient) when there is no positive pair.
@@ -65,9 +95,24 @@ def ntxent_loss(
       Representations", ICML 2020.
     """
     _checks.check_positive(temperature, "temperature")
-    batch = _common.labelled_batch(embeddings, labels, mask, axis_name, normalize=True)
-    terms, valid = _ntxent_terms(batch, temperature)
-    return parallel.reduce_losses(terms, valid, "mean", axis_name)
+    _check_tiling(block_size, ring, axis_name)
+    if block_size is None and not ring:
+        batch = _common.labelled_batch(embeddings, labels, mask, axis_name, normalize=True)
+        terms, valid = _ntxent_terms(batch, temperature)
+        return parallel.reduce_losses(terms, valid, "mean", axis_name)
+
+    x = l2_normalize(_checks.check_embeddings(embeddings))
+    labels = _checks.check_labels(labels, x.shape[0])
+    mask = _checks.check_mask(mask, x.shape[0])
+    meta = (labels, mask, parallel.anchor_index(x.shape[0], axis_name))
+    block = block_size or x.shape[0]
+    cands, cand_meta = _tiled_candidates(x, meta, axis_name, ring)
+    tiling = (temperature, block, axis_name, ring)
+    lse = _blockwise.negative_lse(x, cands, meta, cand_meta, *tiling)
+    total, count = _blockwise.positive_terms(x, cands, lse, meta, cand_meta, *tiling)
+    return parallel.safe_divide(
+        parallel.global_sum(total, axis_name), parallel.global_sum(count, axis_name)
+    )
 
 
 def simclr_loss(
@@ -77,6 +122,8 @@ def simclr_loss(
     temperature: float = 0.1,
     mask: jax.Array | None = None,
     axis_name: str | None = None,
+    block_size: int | None = None,
+    ring: bool = False,
 ) -> jax.Array:
     r"""SimCLR's NT-Xent for two views of N examples.
 
@@ -97,6 +144,13 @@ def simclr_loss(
       temperature: T > 0 (SimCLR: 0.1 to 0.5).
       mask: [N] bool, valid pairs. None: all valid.
       axis_name: mapped axis; negatives come from all devices.
+      block_size: None: the dense [2N, 2N] similarity matrix. An int: tiles
+        of ``block_size`` x ``block_size`` with a running log-sum-exp and
+        recomputation in the backward pass; memory grows as 2N x block_size,
+        value and gradient are the same.
+      ring: with ``axis_name``, pass the candidate blocks around the devices
+        with ``ppermute`` instead of gathering them (Inf-CL); per-device
+        memory does not grow with the device count.
 
     Returns:
       A float32 scalar; 0.0 when no pair is valid.
@@ -105,6 +159,9 @@ def simclr_loss(
       >>> import jax, jaxmetric
       >>> z1, z2 = jax.random.normal(jax.random.key(0), (2, 8, 16))
       >>> loss = jaxmetric.simclr_loss(z1, z2, temperature=0.5)
+      >>> tiled = jaxmetric.simclr_loss(z1, z2, temperature=0.5, block_size=4)
+      >>> bool(abs(loss - tiled) < 1e-5)
+      True
 
     Equals ``ntxent_loss(concat([z1, z2]), concat([arange(N), arange(N)]))``
     and PML's ``NTXentLoss`` with the same labels.
@@ -114,24 +171,52 @@ def simclr_loss(
       Representations", ICML 2020, Algorithm 1.
     """
     _checks.check_positive(temperature, "temperature")
+    _check_tiling(block_size, ring, axis_name)
     z1, z2 = _checks.check_embedding_pair(z1, z2, "z1", "z2")
     num_pairs = z1.shape[0]
     mask = _checks.check_mask(mask, num_pairs)
     z1, z2 = l2_normalize(z1), l2_normalize(z2)
     pair_id = parallel.anchor_index(num_pairs, axis_name)
-    gathered_ids = parallel.gather(pair_id, axis_name)
-    gathered_mask = parallel.gather(mask, axis_name)
-    global_pairs = gathered_ids.shape[0]
-    batch = _common.Batch(
-        anchors=jnp.concatenate([z1, z2]),
-        labels=jnp.concatenate([pair_id, pair_id]),
-        mask=jnp.concatenate([mask, mask]),
-        candidates=jnp.concatenate(
-            [parallel.gather(z1, axis_name), parallel.gather(z2, axis_name)]
-        ),
-        candidate_labels=jnp.concatenate([gathered_ids, gathered_ids]),
-        candidate_mask=jnp.concatenate([gathered_mask, gathered_mask]),
-        anchor_index=jnp.concatenate([pair_id, pair_id + global_pairs]),
+    global_pairs = num_pairs * parallel.axis_size(axis_name)
+    anchors = jnp.concatenate([z1, z2])
+    # The label of a view is its pair: the other view is the only positive.
+    meta = (
+        jnp.concatenate([pair_id, pair_id]),
+        jnp.concatenate([mask, mask]),
+        jnp.concatenate([pair_id, pair_id + global_pairs]),
     )
-    terms, valid = _ntxent_terms(batch, temperature)
-    return parallel.reduce_losses(terms, valid, "mean", axis_name)
+    if block_size is None and not ring:
+        gathered_ids = parallel.gather(pair_id, axis_name)
+        gathered_mask = parallel.gather(mask, axis_name)
+        batch = _common.Batch(
+            anchors=anchors,
+            labels=meta[0],
+            mask=meta[1],
+            candidates=jnp.concatenate(
+                [parallel.gather(z1, axis_name), parallel.gather(z2, axis_name)]
+            ),
+            candidate_labels=jnp.concatenate([gathered_ids, gathered_ids]),
+            candidate_mask=jnp.concatenate([gathered_mask, gathered_mask]),
+            anchor_index=meta[2],
+        )
+        terms, valid = _ntxent_terms(batch, temperature)
+        return parallel.reduce_losses(terms, valid, "mean", axis_name)
+
+    if ring:
+        cands, cand_meta = anchors, meta
+    else:
+        ids, pair_mask = parallel.gather(pair_id, axis_name), parallel.gather(mask, axis_name)
+        cands = jnp.concatenate([parallel.gather(z1, axis_name), parallel.gather(z2, axis_name)])
+        cand_meta = (
+            jnp.concatenate([ids, ids]),
+            jnp.concatenate([pair_mask, pair_mask]),
+            jnp.arange(2 * global_pairs, dtype=jnp.int32),
+        )
+    block = block_size or anchors.shape[0]
+    lse = _blockwise.negative_lse(
+        anchors, cands, meta, cand_meta, temperature, block, axis_name, ring
+    )
+    # Each view's positive is the other view of its pair, which is local.
+    positive = jnp.sum(anchors * jnp.concatenate([z2, z1]), axis=1) / temperature
+    terms = jax.nn.softplus(lse - positive)
+    return parallel.reduce_losses(terms, meta[1], "mean", axis_name)
