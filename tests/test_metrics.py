@@ -7,6 +7,8 @@ with a single sample, and leave-one-out (query == reference).
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from sklearn.metrics import (
@@ -17,8 +19,6 @@ from sklearn.metrics import (
 )
 from sklearn.neighbors import KNeighborsClassifier
 
-import jax
-import jax.numpy as jnp
 from jaxmetric import metrics
 
 KS = (1, 2, 4, 8)
