@@ -444,3 +444,23 @@ def test_bad_input_raises_value_error_naming_the_argument(call, match):
     x, y = clustered(20, num_classes=3)
     with pytest.raises(ValueError, match=match):
         call(x, y)
+
+
+def test_docstring_examples():
+    import doctest
+
+    result = doctest.testmod(metrics, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_retrieval_on_sharded_input_equals_single_device():
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    x, y = clustered(64, seed=11)
+    mesh = Mesh(np.array(jax.devices()[:8]), ("data",))
+    xs = jax.device_put(x, NamedSharding(mesh, PartitionSpec("data")))
+    ys = jax.device_put(y, NamedSharding(mesh, PartitionSpec("data")))
+    got = metrics.retrieval_metrics(xs, ys, block_size=8)
+    want = metrics.retrieval_metrics(x, y, block_size=8)
+    for name in NAMES:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-6)
