@@ -853,7 +853,7 @@ def test_contrastive_metric_normalize(scenario, metric, normalize, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("alpha", [40.0, 45.0])
+@pytest.mark.parametrize("alpha", [40.0, 45.0, 72.0])
 @pytest.mark.parametrize("scenario", SMALL_SCENARIOS, ids=SMALL_SCENARIO_IDS)
 def test_angular(scenario, alpha, dtype):
     batch, case = scenario

@@ -55,9 +55,41 @@ def angular_loss(
     pos, neg = batch.pair_masks()
     anchor_sim = batch.anchors @ batch.candidates.T  # [b, M]
     candidate_sim = batch.candidates @ batch.candidates.T  # [M, M]
-    # f[a, p, n] = 4 t (x_a + x_p).x_n - 2 (1 + t) x_a.x_p
-    logits = 4.0 * tan_sq * (anchor_sim[:, None, :] + candidate_sim[None, :, :])
-    logits = logits - 2.0 * (1.0 + tan_sq) * anchor_sim[:, :, None]
-    losses = _common.masked_logsumexp(logits, neg[:, None, :], axis=2, include_zero=True)
+    if alpha <= _FACTORED_MAX_ALPHA:
+        negative_lse = _factored_negative_lse(anchor_sim, candidate_sim, neg, tan_sq)
+    else:
+        # f[a, p, n] = 4 t (x_a + x_p).x_n, over an explicit [b, M, M] array.
+        logits = 4.0 * tan_sq * (anchor_sim[:, None, :] + candidate_sim[None, :, :])
+        negative_lse = _common.masked_logsumexp(logits, neg[:, None, :], axis=2)
+    losses = jax.nn.softplus(negative_lse - 2.0 * (1.0 + tan_sq) * anchor_sim)
     valid = pos & jnp.any(neg, axis=1, keepdims=True)
     return parallel.reduce_losses(losses, valid, "mean", axis_name)
+
+
+# exp(4 t s) spans exp(8 t) over cosines s in [-1, 1]; up to this angle
+# (8 tan^2 alpha < 60) the factored sum below cannot underflow in float32.
+_FACTORED_MAX_ALPHA = 69.0
+
+
+def _factored_negative_lse(
+    anchor_sim: jax.Array, candidate_sim: jax.Array, neg: jax.Array, tan_sq: float
+) -> jax.Array:
+    """lse[a, p] = log sum_{n in neg(a)} exp(4t (s_an + s_pn)), without a [b, M, M] array.
+
+    exp(4t s_an + 4t s_pn) = exp(4t s_an) exp(4t s_pn), so the sum over n is
+    the matrix product A B^T with A[a, n] = exp(4t s_an) [n in neg(a)] and
+    B[p, n] = exp(4t s_pn): one GEMM and O(b M) memory instead of O(b M^2).
+    Each factor is shifted by its row maximum for range.
+    """
+    scaled_a = 4.0 * tan_sq * anchor_sim
+    scaled_c = 4.0 * tan_sq * candidate_sim
+    shift_a = jnp.max(jnp.where(neg, scaled_a, -jnp.inf), axis=1)
+    shift_a = jax.lax.stop_gradient(jnp.where(jnp.isfinite(shift_a), shift_a, 0.0))
+    shift_c = jax.lax.stop_gradient(jnp.max(scaled_c, axis=1))
+    # Masked entries go through exp(NEG_LARGE) = 0: a finite value and gradient.
+    factor_a = jnp.exp(jnp.where(neg, scaled_a - shift_a[:, None], _common.NEG_LARGE))
+    factor_c = jnp.exp(scaled_c - shift_c[:, None])
+    total = factor_a @ factor_c.T  # [b, M]
+    nonzero = total > 0
+    lse = shift_a[:, None] + shift_c[None, :] + jnp.log(jnp.where(nonzero, total, 1.0))
+    return jnp.where(nonzero, lse, _common.NEG_LARGE)
