@@ -182,6 +182,8 @@ def test_retrieval_identical_rows_leave_one_out():
 def test_retrieval_block_size_does_not_matter():
     x, y = clustered(97, seed=3)
     results = [metrics.retrieval_metrics(x, y, block_size=b) for b in (1, 13, 97, 500)]
+    results.append(metrics.retrieval_metrics(x, y, block_size=13, devices=jax.devices()[:1]))
+    results.append(metrics.retrieval_metrics(x, y, block_size=5, devices=jax.devices()[:3]))
     for r in results[1:]:
         for name in NAMES:
             np.testing.assert_allclose(r[name], results[0][name], rtol=1e-6)
