@@ -1,0 +1,303 @@
+"""On-device data augmentation: per example, each with its own PRNG key.
+
+Every function here takes one example and one key and is pure, so a batch is
+augmented with ``jax.vmap`` over examples and keys, inside ``jit`` and
+``shard_map``. The trainer derives each example's key from the step key and
+the example's index in the global batch, so the views do not depend on how
+the batch is split over devices.
+
+Two families:
+
+- ``mnist1d_view``: views of a 1-D signal as in the MNIST-1D SimCLR notebook
+  (Greydanus 2020): regress out the linear trend, shift circularly, then
+  add a random slope, a random offset and Gaussian noise.
+- ``simclr_image_view``: SimCLR's image views (Chen et al. 2020, appendix
+  A): random resized crop, horizontal flip, colour jitter (p=0.8),
+  grayscale (p=0.2) and Gaussian blur (ImageNet recipe, p=0.5).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+KINDS = ("mnist1d", "simclr_image", "none")
+
+
+# --------------------------------------------------------------------------- 1-D
+
+
+def remove_linear_trend(x: jax.Array) -> jax.Array:
+    """x minus its least-squares line a + b t over t in [0, 1]."""
+    n = x.shape[0]
+    t = jnp.linspace(0.0, 1.0, n)
+    t_c = t - t.mean()
+    slope = jnp.sum(t_c * (x - x.mean())) / jnp.sum(t_c**2)
+    return x - x.mean() - slope * t_c
+
+
+def mnist1d_view(
+    key: jax.Array,
+    x: jax.Array,
+    *,
+    max_shift: int = 10,
+    slope: float = 1.0,
+    offset: float = 0.0,
+    noise: float = 0.0,
+) -> jax.Array:
+    """One random view of an MNIST-1D signal x [L].
+
+    Args:
+      key: PRNG key of this example.
+      x: the signal [L].
+      max_shift: circular shift drawn uniformly from [-max_shift, max_shift].
+      slope: a linear trend s * t, t in [0, 1], s ~ U(-slope, slope), is
+        added after the original trend is removed (MNIST-1D's shear).
+      offset: a constant c ~ U(-offset, offset) is added.
+      noise: i.i.d. Gaussian noise of this standard deviation is added.
+
+    Returns:
+      The view [L], float32.
+    """
+    k_shift, k_slope, k_off, k_noise = jax.random.split(key, 4)
+    x = remove_linear_trend(x.astype(jnp.float32))
+    shift = jax.random.randint(k_shift, (), -max_shift, max_shift + 1)
+    x = jnp.roll(x, shift)
+    t = jnp.linspace(0.0, 1.0, x.shape[0])
+    x = x + jax.random.uniform(k_slope, (), minval=-slope, maxval=slope) * t
+    x = x + jax.random.uniform(k_off, (), minval=-offset, maxval=offset)
+    return x + noise * jax.random.normal(k_noise, x.shape)
+
+
+# --------------------------------------------------------------------------- images
+
+
+def random_resized_crop(
+    key: jax.Array,
+    image: jax.Array,
+    size: int,
+    *,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> jax.Array:
+    """Crops a random area fraction in ``scale`` with aspect ratio in ``ratio``
+    and resizes it to ``size`` x ``size`` (bilinear), as torchvision's
+    ``RandomResizedCrop`` (one draw, clipped to the image instead of retried).
+    """
+    h, w = image.shape[0], image.shape[1]
+    k_area, k_ratio, k_y, k_x = jax.random.split(key, 4)
+    area = jax.random.uniform(k_area, (), minval=scale[0], maxval=scale[1]) * h * w
+    log_r = jax.random.uniform(k_ratio, (), minval=math.log(ratio[0]), maxval=math.log(ratio[1]))
+    r = jnp.exp(log_r)
+    cw = jnp.clip(jnp.sqrt(area * r), 1.0, w)
+    ch = jnp.clip(jnp.sqrt(area / r), 1.0, h)
+    y0 = jax.random.uniform(k_y, ()) * (h - ch)
+    x0 = jax.random.uniform(k_x, ()) * (w - cw)
+    sy, sx = size / ch, size / cw
+    return jax.image.scale_and_translate(
+        image.astype(jnp.float32),
+        (size, size, image.shape[2]),
+        spatial_dims=(0, 1),
+        scale=jnp.stack([sy, sx]),
+        translation=jnp.stack([-y0 * sy, -x0 * sx]),
+        method="linear",
+        antialias=False,
+    )
+
+
+def _gray(image: jax.Array) -> jax.Array:
+    if image.shape[-1] == 1:
+        return image
+    weights = jnp.array([0.299, 0.587, 0.114], image.dtype)
+    return jnp.sum(image * weights, axis=-1, keepdims=True)
+
+
+def _rotate_hue(image: jax.Array, angle: jax.Array) -> jax.Array:
+    """Hue rotation by ``angle`` radians in YIQ space (chroma rotated about
+    the luma axis), a smooth stand-in for torchvision's HSV hue shift."""
+    to_yiq = jnp.array(
+        [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], image.dtype
+    )
+    from_yiq = jnp.linalg.inv(to_yiq)
+    c, s = jnp.cos(angle), jnp.sin(angle)
+    rot = jnp.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]], image.dtype)
+    m = from_yiq @ rot @ to_yiq
+    return image @ m.T
+
+
+def color_jitter(
+    key: jax.Array,
+    image: jax.Array,
+    *,
+    brightness: float,
+    contrast: float,
+    saturation: float,
+    hue: float,
+) -> jax.Array:
+    """Random brightness, contrast, saturation (factors in [1 - s, 1 + s]) and
+    hue (shift in [-hue, hue] of a full turn), in that fixed order, on an
+    image in [0, 1]."""
+    kb, kc, ks, kh = jax.random.split(key, 4)
+
+    def factor(k, s):
+        return jax.random.uniform(k, (), minval=max(0.0, 1.0 - s), maxval=1.0 + s)
+
+    image = jnp.clip(image * factor(kb, brightness), 0.0, 1.0)
+    mean = jnp.mean(_gray(image))
+    image = jnp.clip(mean + (image - mean) * factor(kc, contrast), 0.0, 1.0)
+    if image.shape[-1] == 3:
+        gray = _gray(image)
+        image = jnp.clip(gray + (image - gray) * factor(ks, saturation), 0.0, 1.0)
+        angle = jax.random.uniform(kh, (), minval=-hue, maxval=hue) * 2.0 * jnp.pi
+        image = jnp.clip(_rotate_hue(image, angle), 0.0, 1.0)
+    return image
+
+
+def gaussian_blur(image: jax.Array, sigma: jax.Array, kernel_size: int) -> jax.Array:
+    """Separable Gaussian blur with a traced ``sigma`` and a static odd
+    ``kernel_size``; edges are reflected."""
+    radius = kernel_size // 2
+    t = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
+    k = jnp.exp(-0.5 * (t / sigma) ** 2)
+    k = k / jnp.sum(k)
+    padded = jnp.pad(image, ((radius, radius), (radius, radius), (0, 0)), mode="reflect")
+    h, w = image.shape[0], image.shape[1]
+    # Sums of shifted copies: tiny kernels, no conv layout juggling.
+    rows = sum(k[i] * padded[i : i + h] for i in range(kernel_size))
+    return sum(k[i] * rows[:, i : i + w] for i in range(kernel_size))
+
+
+def simclr_image_view(
+    key: jax.Array,
+    image: jax.Array,
+    *,
+    size: int,
+    crop_scale: tuple[float, float] = (0.08, 1.0),
+    flip: bool = True,
+    jitter_strength: float = 0.5,
+    jitter_prob: float = 0.8,
+    grayscale_prob: float = 0.2,
+    blur_prob: float = 0.0,
+) -> jax.Array:
+    """One SimCLR view of an image [H, W, C] (uint8 or float in [0, 1]).
+
+    Args:
+      key: PRNG key of this example.
+      image: the image.
+      size: output side.
+      crop_scale: area fraction range of the random resized crop.
+      flip: random horizontal flip (p=0.5).
+      jitter_strength: s; brightness, contrast, saturation 0.8 s, hue 0.2 s
+        (SimCLR: s=1.0 ImageNet, 0.5 CIFAR-10).
+      jitter_prob: probability of colour jitter (0.8).
+      grayscale_prob: probability of grayscale (0.2).
+      blur_prob: probability of Gaussian blur, sigma ~ U(0.1, 2.0), kernel
+        10% of ``size`` (ImageNet: 0.5; CIFAR: 0, as in the paper).
+
+    Returns:
+      The view [size, size, C], float32 in [0, 1].
+    """
+    if image.dtype == jnp.uint8:
+        image = image.astype(jnp.float32) / 255.0
+    if image.ndim == 2:
+        image = image[..., None]
+    k_crop, k_flip, k_jit, k_pj, k_gray, k_blur, k_pb = jax.random.split(key, 7)
+    image = random_resized_crop(k_crop, image, size, scale=crop_scale)
+    if flip:
+        image = jnp.where(jax.random.bernoulli(k_flip), image[:, ::-1], image)
+    s = jitter_strength
+    jittered = color_jitter(
+        k_jit, image, brightness=0.8 * s, contrast=0.8 * s, saturation=0.8 * s, hue=0.2 * s
+    )
+    image = jnp.where(jax.random.bernoulli(k_pj, jitter_prob), jittered, image)
+    gray = jnp.broadcast_to(_gray(image), image.shape)
+    image = jnp.where(jax.random.bernoulli(k_gray, grayscale_prob), gray, image)
+    if blur_prob > 0:
+        ksize = max(3, int(0.1 * size) // 2 * 2 + 1)
+        sigma = jax.random.uniform(k_blur, (), minval=0.1, maxval=2.0)
+        blurred = gaussian_blur(image, sigma, ksize)
+        image = jnp.where(jax.random.bernoulli(k_pb, blur_prob), blurred, image)
+    return image
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def augment_config() -> ml_collections.ConfigDict:
+    """Default ``config.augment`` fields."""
+    return ml_collections.ConfigDict(
+        {
+            "kind": "mnist1d",
+            # mnist1d
+            "max_shift": 10,
+            "slope": 1.0,
+            "offset": 0.0,
+            "noise": 0.0,
+            # simclr_image
+            "size": 32,
+            "crop_scale": (0.08, 1.0),
+            "flip": True,
+            "jitter_strength": 0.5,
+            "jitter_prob": 0.8,
+            "grayscale_prob": 0.2,
+            "blur_prob": 0.0,
+        }
+    )
+
+
+def check_augment_config(cfg: ml_collections.ConfigDict) -> None:
+    """Raises a ValueError naming the first bad ``augment.*`` field."""
+    if cfg.kind not in KINDS:
+        raise ValueError(f"`augment.kind` must be one of {KINDS}, got {cfg.kind!r}.")
+    if cfg.kind == "mnist1d" and cfg.max_shift < 0:
+        raise ValueError(f"`augment.max_shift` must be >= 0, got {cfg.max_shift!r}.")
+    if cfg.kind == "simclr_image":
+        lo, hi = cfg.crop_scale
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(
+                f"`augment.crop_scale` must satisfy 0 < lo <= hi <= 1, got {cfg.crop_scale!r}."
+            )
+        for name in ("jitter_prob", "grayscale_prob", "blur_prob"):
+            if not 0.0 <= cfg[name] <= 1.0:
+                raise ValueError(f"`augment.{name}` must be in [0, 1], got {cfg[name]!r}.")
+
+
+def view(cfg: ml_collections.ConfigDict, key: jax.Array, x: jax.Array) -> jax.Array:
+    """One view of one example under ``config.augment``."""
+    if cfg.kind == "mnist1d":
+        return mnist1d_view(
+            key, x, max_shift=cfg.max_shift, slope=cfg.slope, offset=cfg.offset, noise=cfg.noise
+        )
+    if cfg.kind == "simclr_image":
+        return simclr_image_view(
+            key,
+            x,
+            size=cfg.size,
+            crop_scale=tuple(cfg.crop_scale),
+            flip=cfg.flip,
+            jitter_strength=cfg.jitter_strength,
+            jitter_prob=cfg.jitter_prob,
+            grayscale_prob=cfg.grayscale_prob,
+            blur_prob=cfg.blur_prob,
+        )
+    return preprocess(cfg, x)
+
+
+def preprocess(cfg: ml_collections.ConfigDict, x: jax.Array) -> jax.Array:
+    """The un-augmented input the encoder sees at evaluation time."""
+    if x.dtype == jnp.uint8:
+        x = x.astype(jnp.float32) / 255.0
+    if cfg.kind == "simclr_image":
+        if x.ndim == 2:
+            x = x[..., None]
+        if x.shape[0] != cfg.size:
+            x = jax.image.resize(x, (cfg.size, cfg.size, x.shape[-1]), "linear")
+    return x.astype(jnp.float32)
+
+
+def batch_views(cfg: ml_collections.ConfigDict, keys: jax.Array, x: jax.Array) -> jax.Array:
+    """Views of a batch x [B, ...], one key per example (keys [B])."""
+    return jax.vmap(lambda k, e: view(cfg, k, e))(keys, x)

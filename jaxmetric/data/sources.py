@@ -1,0 +1,147 @@
+"""Data sources: bundled offline sets (MNIST-1D, scikit-learn digits) and
+TFDS ``data_source`` (ArrayRecord, no TensorFlow).
+
+Every source is returned as a ``Split``: random-access ``x`` / ``y``. The
+offline sets are NumPy arrays held in memory; a TFDS split is wrapped so that
+only the records a batch needs are read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+SOURCES = ("mnist1d", "digits", "tfds")
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """One split of a dataset.
+
+    Attributes:
+      x: inputs, an array [N, ...] or a random-access record source.
+      y: int labels [N] (NumPy).
+      num_classes: number of classes.
+    """
+
+    x: Any
+    y: np.ndarray
+    num_classes: int
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        return tuple(np.asarray(self.x[0]).shape)
+
+    def take(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Stacks the examples at the indices ``idx``."""
+        if isinstance(self.x, np.ndarray):
+            return self.x[idx], self.y[idx]
+        return np.stack([np.asarray(self.x[int(i)]) for i in idx]), self.y[idx]
+
+
+def _check_finite(x: np.ndarray, name: str) -> np.ndarray:
+    # A run never trains on NaNs: refuse bad data before any step.
+    if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+        raise ValueError(f"The {name} data contain NaN or Inf values.")
+    return x
+
+
+def mnist1d(seed: int = 42) -> tuple[Split, Split]:
+    """MNIST-1D (Greydanus 2020) generated offline: 4,000 train / 1,000 test
+    signals of length 40, 10 classes.
+
+    Uses ``mnist1d.data.make_dataset(get_dataset_args())``, which builds the
+    standard dataset from its templates with the published seed (42); it
+    never downloads (``get_dataset`` would).
+    """
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.seed = seed
+    data = make_dataset(args)
+    x = _check_finite(np.asarray(data["x"], np.float32), "MNIST-1D")
+    x_test = _check_finite(np.asarray(data["x_test"], np.float32), "MNIST-1D")
+    return (
+        Split(x, np.asarray(data["y"], np.int32), 10),
+        Split(x_test, np.asarray(data["y_test"], np.int32), 10),
+    )
+
+
+def digits(test_fraction: float = 0.5, seed: int = 0) -> tuple[Split, Split]:
+    """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes), pixels
+    scaled to [0, 1], split per class (stratified) into train and held-out
+    test with a fixed seed."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"`dataset.test_fraction` must be in (0, 1), got {test_fraction!r}.")
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)
+    y = d.target.astype(np.int32)
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        x, y, test_size=test_fraction, random_state=seed, stratify=y
+    )
+    return Split(x_tr, y_tr, 10), Split(x_te, y_te, 10)
+
+
+class _TfdsField(Sequence):
+    """Random access to one feature of a TFDS data source."""
+
+    def __init__(self, source: Any, key: str) -> None:
+        self._source = source
+        self._key = key
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, i):
+        return self._source[i][self._key]
+
+
+def tfds(
+    name: str,
+    split: str,
+    *,
+    data_dir: str | None = None,
+    image_key: str = "image",
+    label_key: str = "label",
+) -> Split:
+    """A TFDS split via ``tfds.data_source`` (ArrayRecord, no TensorFlow).
+
+    The dataset must already be prepared in ``data_dir`` (nothing downloads
+    at run time). Labels are read once; images are read per batch.
+    """
+    import tensorflow_datasets as tfds_lib
+
+    source = tfds_lib.data_source(name, split=split, data_dir=data_dir, download=False)
+    info = getattr(source, "dataset_info", None)
+    num_classes = 0
+    if info is not None and label_key in info.features:
+        num_classes = int(info.features[label_key].num_classes)
+    labels = np.asarray([source[i][label_key] for i in range(len(source))], np.int32)
+    if not num_classes:
+        num_classes = int(labels.max()) + 1 if len(labels) else 0
+    return Split(_TfdsField(source, image_key), labels, num_classes)
+
+
+def load(cfg) -> tuple[Split, Split]:
+    """(train, test) splits for ``config.dataset``."""
+    if cfg.name == "mnist1d":
+        return mnist1d(cfg.seed)
+    if cfg.name == "digits":
+        return digits(cfg.test_fraction, cfg.seed)
+    if cfg.name == "tfds":
+        kw = {
+            "data_dir": cfg.data_dir or None,
+            "image_key": cfg.image_key,
+            "label_key": cfg.label_key,
+        }
+        return tfds(cfg.tfds_name, cfg.train_split, **kw), tfds(cfg.tfds_name, cfg.test_split, **kw)
+    raise ValueError(f"`dataset.name` must be one of {SOURCES}, got {cfg.name!r}.")

@@ -1,0 +1,214 @@
+"""Flax NNX encoders and projection heads, and ``build_model`` from a config.
+
+Every model is an ``Embedder``: an encoder f (features h, used by the linear
+probe) followed by a projection head g (embeddings z = g(h), fed to the loss
+and the kNN monitor). Models are used functionally by the trainer
+(``nnx.split`` / ``nnx.merge``); ``train`` selects batch or running
+BatchNorm statistics.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from jaxmetric.models.cnn import CNN1D, CNN2D
+from jaxmetric.models.init import INITS, check_init, dense_inits
+from jaxmetric.models.mlp import MLP, moco_v2_head, simclr_head
+from jaxmetric.models.resnet import ResNet
+
+ENCODERS = ("mlp", "cnn1d", "cnn2d", "resnet18", "resnet50")
+HEADS = ("simclr", "moco_v2", "linear", "none")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+__all__ = [
+    "CNN1D",
+    "CNN2D",
+    "DTYPES",
+    "ENCODERS",
+    "Embedder",
+    "HEADS",
+    "INITS",
+    "MLP",
+    "ResNet",
+    "build_model",
+    "check_init",
+    "dense_inits",
+    "moco_v2_head",
+    "simclr_head",
+]
+
+
+class Embedder(nnx.Module):
+    """Encoder + projection head.
+
+    Args:
+      encoder: maps a batch to features [B, F]; has ``num_features``.
+      head: maps features to embeddings [B, D], or None (z = h).
+    """
+
+    def __init__(self, encoder: nnx.Module, head: nnx.Module | None) -> None:
+        self.encoder = encoder
+        self.head = head
+
+    def __call__(self, x: jax.Array, *, train: bool = True) -> tuple[jax.Array, jax.Array]:
+        """Returns (features h [B, F], embeddings z [B, D]), both float32."""
+        h = self.encoder(x, train=train)
+        z = h if self.head is None else self.head(h, train=train)
+        return h.astype(jnp.float32), z.astype(jnp.float32)
+
+
+def _encoder(cfg: ml_collections.ConfigDict, input_shape: tuple[int, ...], axis_name, dtype, rngs):
+    name = cfg.encoder
+    if name == "mlp":
+        in_features = 1
+        for d in input_shape:
+            in_features *= d
+        enc = MLP(
+            in_features,
+            list(cfg.mlp_hidden[:-1]),
+            cfg.mlp_hidden[-1],
+            init=cfg.init,
+            use_bn=cfg.use_bn,
+            axis_name=axis_name,
+            dtype=dtype,
+            rngs=rngs,
+        )
+        # The encoder's features are post-ReLU, as for the CNNs.
+        enc_out = cfg.mlp_hidden[-1]
+        return _ReluOut(enc, enc_out)
+    if name == "cnn1d":
+        return CNN1D(
+            input_shape[0],
+            cfg.channels,
+            init=cfg.init,
+            use_bn=cfg.use_bn,
+            axis_name=axis_name,
+            dtype=dtype,
+            rngs=rngs,
+        )
+    if name == "cnn2d":
+        return CNN2D(
+            input_shape[-1] if len(input_shape) == 3 else 1,
+            tuple(cfg.cnn_widths),
+            init=cfg.init,
+            use_bn=cfg.use_bn,
+            axis_name=axis_name,
+            dtype=dtype,
+            rngs=rngs,
+        )
+    depth = int(name.removeprefix("resnet"))
+    return ResNet(
+        depth,
+        stem=cfg.stem,
+        in_channels=input_shape[-1],
+        width=cfg.width,
+        axis_name=axis_name,
+        zero_init_residual=cfg.zero_init_residual,
+        dtype=dtype,
+        rngs=rngs,
+    )
+
+
+class _ReluOut(nnx.Module):
+    """An MLP encoder whose output passes through ReLU (features h >= 0)."""
+
+    def __init__(self, mlp: MLP, num_features: int) -> None:
+        self.mlp = mlp
+        self.num_features = num_features
+
+    def __call__(self, x: jax.Array, *, train: bool = True) -> jax.Array:
+        return nnx.relu(self.mlp(x, train=train))
+
+
+def check_model_config(cfg: ml_collections.ConfigDict) -> None:
+    """Raises a ValueError naming the first bad ``model.*`` field."""
+    if cfg.encoder not in ENCODERS:
+        raise ValueError(f"`model.encoder` must be one of {ENCODERS}, got {cfg.encoder!r}.")
+    if cfg.head not in HEADS:
+        raise ValueError(f"`model.head` must be one of {HEADS}, got {cfg.head!r}.")
+    check_init(cfg.init)
+    if cfg.dtype not in DTYPES:
+        raise ValueError(f"`model.dtype` must be one of {tuple(DTYPES)}, got {cfg.dtype!r}.")
+    if cfg.encoder.startswith("resnet") and cfg.stem not in ("cifar", "imagenet"):
+        raise ValueError(f"`model.stem` must be 'cifar' or 'imagenet', got {cfg.stem!r}.")
+    if cfg.head != "none" and cfg.embed_dim <= 0:
+        raise ValueError(f"`model.embed_dim` must be > 0, got {cfg.embed_dim!r}.")
+
+
+def build_model(
+    cfg: ml_collections.ConfigDict,
+    input_shape: tuple[int, ...],
+    *,
+    axis_name: str | None = None,
+    seed: int = 0,
+) -> Embedder:
+    """Builds the ``Embedder`` described by a ``config.model`` ConfigDict.
+
+    Args:
+      cfg: ``config.model`` (encoder, head, init, use_bn, embed_dim, ...).
+      input_shape: one example's shape, e.g. (40,) or (32, 32, 3).
+      axis_name: device axis for global BatchNorm (the trainer passes
+        "data"); None for single-device use.
+      seed: parameter initialisation seed.
+
+    Returns:
+      The model, with freshly initialised parameters.
+    """
+    check_model_config(cfg)
+    dtype = DTYPES[cfg.dtype]
+    rngs = nnx.Rngs(params=seed)
+    encoder = _encoder(cfg, tuple(input_shape), axis_name, dtype, rngs)
+    feats = encoder.num_features
+    if cfg.head == "simclr":
+        head = simclr_head(
+            feats,
+            hidden=cfg.head_hidden,
+            out_features=cfg.embed_dim,
+            num_layers=cfg.head_layers,
+            init=cfg.init,
+            use_bn=cfg.head_bn,
+            axis_name=axis_name,
+            dtype=dtype,
+            rngs=rngs,
+        )
+    elif cfg.head == "moco_v2":
+        head = moco_v2_head(
+            feats,
+            hidden=cfg.head_hidden,
+            out_features=cfg.embed_dim,
+            init=cfg.init,
+            axis_name=axis_name,
+            dtype=dtype,
+            rngs=rngs,
+        )
+    elif cfg.head == "linear":
+        head = MLP(feats, [], cfg.embed_dim, init=cfg.init, dtype=dtype, rngs=rngs)
+    else:
+        head = None
+    return Embedder(encoder, head)
+
+
+def model_config() -> ml_collections.ConfigDict:
+    """Default ``config.model`` fields (the MNIST-1D SimCLR model)."""
+    return ml_collections.ConfigDict(
+        {
+            "encoder": "cnn1d",
+            "init": "torch",
+            "use_bn": False,
+            "channels": 25,
+            "mlp_hidden": (256, 128),
+            "cnn_widths": (32, 64),
+            "stem": "cifar",
+            "width": 64,
+            "zero_init_residual": False,
+            "head": "simclr",
+            "head_hidden": 128,
+            "head_layers": 2,
+            "head_bn": False,
+            "embed_dim": 16,
+            "dtype": "float32",
+        }
+    )

@@ -1,0 +1,206 @@
+"""Train steps for SimCLR, MoCo v2 and supervised metric learning.
+
+Each step is a pure function of (state, local batch) written for one
+device's shard and wrapped as ``jax.jit(jax.shard_map(...))`` over the
+``"data"`` mesh axis: the state is replicated (``P()``), the batch split
+(``P("data")``). The kernels, called with ``axis_name="data"``, return the
+loss of the whole global batch; BatchNorm uses global statistics. Under
+``shard_map``'s replication check the gradient of a replicated parameter is
+already the full gradient, so no collective is applied to it.
+
+Augmentation keys depend only on (state.key, step, global example index), so
+a run on 8 devices and one on 1 device with the same global batch see the
+same views and produce the same parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+
+import jaxmetric
+from jaxmetric import augment, parallel
+from jaxmetric.distances import l2_normalize
+from jaxmetric.queue import ema_update, enqueue
+from jaxmetric.train.state import AXIS, TrainState, merge_model
+
+StepFn = Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict[str, jax.Array]]]
+
+
+def _view_keys(state: TrainState, local_batch: int, view: int) -> jax.Array:
+    """One key per local example for view ``view``, from its global index."""
+    step_key = jax.random.fold_in(state.key, state.step)
+    index = parallel.anchor_index(local_batch, AXIS)
+    return jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(step_key, i), view))(index)
+
+
+def _all_finite(*trees: Any) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for t in trees for x in jax.tree.leaves(t)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def _apply(
+    state: TrainState,
+    tx: optax.GradientTransformation,
+    loss: jax.Array,
+    grads: Any,
+    new_stats: Any,
+    **replace: Any,
+) -> TrainState:
+    """Applies the update unless the loss or a gradient is NaN / Inf (then
+    the state is kept, only ``step`` and ``skipped`` advance)."""
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ok = _all_finite(loss, grads)
+    new = state.replace(params=params, batch_stats=new_stats, opt_state=opt_state, **replace)
+    kept = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state)
+    return kept.replace(step=state.step + 1, skipped=state.skipped + (~ok).astype(jnp.int32))
+
+
+def _forward(graphdef, params, batch_stats, x):
+    model = merge_model(graphdef, params, batch_stats)
+    h, z = model(x, train=True)
+    return h, z, nnx.state(model, nnx.BatchStat).to_pure_dict()
+
+
+def simclr_step(
+    config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, tx: optax.GradientTransformation
+) -> StepFn:
+    """SimCLR (Chen et al. 2020): NT-Xent between two views of each example,
+    2N - 2 negatives from the global batch."""
+    aug, temperature = config.augment, config.simclr.temperature
+
+    def step(state: TrainState, x: jax.Array, y: jax.Array):
+        del y
+        b = x.shape[0]
+        v1 = augment.batch_views(aug, _view_keys(state, b, 0), x)
+        v2 = augment.batch_views(aug, _view_keys(state, b, 1), x)
+
+        def loss_fn(params):
+            # Both views in one forward pass: BN statistics over all 2N views.
+            _, z, stats = _forward(graphdef, params, state.batch_stats, jnp.concatenate([v1, v2]))
+            z1, z2 = z[:b], z[b:]
+            loss = jaxmetric.simclr_loss(z1, z2, temperature=temperature, axis_name=AXIS)
+            return loss, stats
+
+        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        new = _apply(state, tx, loss, grads, stats)
+        return new, {"loss": loss}
+
+    return step
+
+
+def moco_step(
+    config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, tx: optax.GradientTransformation
+) -> StepFn:
+    """MoCo v2 (Chen et al. 2020): queries from the online encoder, keys from
+    the momentum encoder (EMA of the online parameters, updated before the
+    keys are computed, as in MoCo's code), negatives from the queue, which
+    then receives the keys of the whole global batch."""
+    aug, m = config.augment, config.moco
+
+    def step(state: TrainState, x: jax.Array, y: jax.Array):
+        del y
+        b = x.shape[0]
+        v1 = augment.batch_views(aug, _view_keys(state, b, 0), x)
+        v2 = augment.batch_views(aug, _view_keys(state, b, 1), x)
+        target_params = ema_update(state.target_params, state.params, m.momentum)
+        if m.symmetric:
+            _, k, target_stats = _forward(
+                graphdef, target_params, state.target_batch_stats, jnp.concatenate([v2, v1])
+            )
+        else:
+            _, k, target_stats = _forward(graphdef, target_params, state.target_batch_stats, v2)
+        k = jax.lax.stop_gradient(l2_normalize(k))
+        queue = state.queue
+
+        def loss_fn(params):
+            views = jnp.concatenate([v1, v2]) if m.symmetric else v1
+            _, q, stats = _forward(graphdef, params, state.batch_stats, views)
+            loss = jaxmetric.moco_loss(
+                q,
+                k,
+                queue.embeddings,
+                temperature=m.temperature,
+                queue_mask=queue.valid,
+                axis_name=AXIS,
+            )
+            return loss, stats
+
+        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        new_queue = enqueue(queue, k, axis_name=AXIS)
+        new = _apply(
+            state,
+            tx,
+            loss,
+            grads,
+            stats,
+            target_params=target_params,
+            target_batch_stats=target_stats,
+            queue=new_queue,
+        )
+        return new, {"loss": loss}
+
+    return step
+
+
+def supervised_step(
+    config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, tx: optax.GradientTransformation
+) -> StepFn:
+    """Supervised metric learning: any label-based kernel loss (with its
+    miner, e.g. triplet + batch-hard) on one (optionally augmented) view."""
+    aug, s = config.augment, config.supervised
+    loss_name, kwargs = s.loss, dict(s.loss_kwargs.to_dict())
+    loss_fn_kernel = getattr(jaxmetric.losses, loss_name)
+
+    def step(state: TrainState, x: jax.Array, y: jax.Array):
+        b = x.shape[0]
+        v = augment.batch_views(aug, _view_keys(state, b, 0), x)
+
+        def loss_fn(params):
+            _, z, stats = _forward(graphdef, params, state.batch_stats, v)
+            return loss_fn_kernel(z, y, axis_name=AXIS, **kwargs), stats
+
+        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        new = _apply(state, tx, loss, grads, stats)
+        return new, {"loss": loss}
+
+    return step
+
+
+STEPS = {"simclr": simclr_step, "moco": moco_step, "supervised": supervised_step}
+
+
+def make_train_step(
+    config: ml_collections.ConfigDict,
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    mesh: jax.sharding.Mesh,
+) -> StepFn:
+    """The jitted, sharded step for ``config.method``: (state, x, y) ->
+    (state, {"loss"}), x and y sharded over ``"data"``, state replicated."""
+    step = STEPS[config.method](config, graphdef, tx)
+    sharded = jax.shard_map(step, mesh=mesh, in_specs=(P(), P(AXIS), P(AXIS)), out_specs=(P(), P()))
+    return jax.jit(sharded)
+
+
+def make_embed_fn(
+    config: ml_collections.ConfigDict, graphdef: nnx.GraphDef
+) -> Callable[[Any, Any, jax.Array], tuple[jax.Array, jax.Array]]:
+    """Jitted (params, batch_stats, x) -> (features h, embeddings z) in
+    evaluation mode (running BN statistics, no augmentation)."""
+
+    @jax.jit
+    def embed(params, batch_stats, x):
+        model = merge_model(graphdef, params, batch_stats)
+        x = jax.vmap(lambda e: augment.preprocess(config.augment, e))(x)
+        return model(x, train=False)
+
+    return embed
