@@ -51,7 +51,9 @@ def _cases() -> list[Case]:
     cases = [Case("gemm_jax", "gemm", "jax", 4096), Case("gemm_torch", "gemm", "torch", 4096)]
     for n in (256, 1024, 4096):
         for impl in ("jaxmetric", "jaxmetric_blockwise", "optax", "torch_dense", "pml"):
-            cases.append(Case(f"ntxent_{n}_{impl}", "ntxent", impl, n, repeats=5 if n < 4096 else 3))
+            cases.append(
+                Case(f"ntxent_{n}_{impl}", "ntxent", impl, n, repeats=5 if n < 4096 else 3)
+            )
     for impl in ("jaxmetric", "pml"):
         cases.append(Case(f"triplet_batch_hard_2048_{impl}", "triplet_batch_hard", impl, 2048, 64))
         cases.append(Case(f"triplet_semi_hard_512_{impl}", "triplet_semi_hard", impl, 512, 32))
@@ -282,8 +284,17 @@ def _run_case(case: Case, memory_gb: float, timeout_s: float) -> dict:
         return {"status": "timeout", "timeout_s": timeout_s}
     if proc.returncode != 0:
         err = proc.stderr[-2000:]
-        oom = any(s in err for s in ("MemoryError", "out of memory", "RESOURCE_EXHAUSTED",
-                                      "std::bad_alloc", "Cannot allocate", "DefaultCPUAllocator"))
+        oom = any(
+            s in err
+            for s in (
+                "MemoryError",
+                "out of memory",
+                "RESOURCE_EXHAUSTED",
+                "std::bad_alloc",
+                "Cannot allocate",
+                "DefaultCPUAllocator",
+            )
+        )
         return {"status": "out of memory" if oom else "error", "stderr_tail": err[-600:]}
     return {"status": "ok", **json.loads(proc.stdout.strip().splitlines()[-1])}
 

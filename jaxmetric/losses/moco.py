@@ -95,11 +95,13 @@ def moco_loss(
             queue_mask,
             jnp.arange(queue.shape[0], dtype=jnp.int32),
         )
-        queue_lse = _blockwise.negative_lse(
-            queries, queue, query_meta, queue_meta, temperature, block_size, None, False
+        # The queue gets no gradient: skip its GEMM (cand_grad=False).
+        total, count = _blockwise.fused_ntxent(
+            queries, queue, keys, query_meta, queue_meta, temperature, block_size, False
         )
-        losses = jax.nn.softplus(queue_lse - positive)
-        return parallel.reduce_losses(losses, mask, "mean", axis_name)
+        return parallel.safe_divide(
+            parallel.global_sum(total, axis_name), parallel.global_sum(count, axis_name)
+        )
     negatives = queries @ queue.T / temperature  # [B, K]
     logits = jnp.concatenate([positive[:, None], negatives], axis=1)
     counts = jnp.concatenate(

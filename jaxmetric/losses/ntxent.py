@@ -107,9 +107,15 @@ def ntxent_loss(
     meta = (labels, mask, parallel.anchor_index(x.shape[0], axis_name))
     block = block_size or x.shape[0]
     cands, cand_meta = _tiled_candidates(x, meta, axis_name, ring)
-    tiling = (temperature, block, axis_name, ring)
-    lse = _blockwise.negative_lse(x, cands, meta, cand_meta, *tiling)
-    total, count = _blockwise.positive_terms(x, cands, lse, meta, cand_meta, *tiling)
+    if ring:
+        tiling = (temperature, block, axis_name, ring)
+        lse = _blockwise.negative_lse(x, cands, meta, cand_meta, *tiling)
+        total, count = _blockwise.positive_terms(x, cands, lse, meta, cand_meta, *tiling)
+        total, count = jnp.sum(total), jnp.sum(count)
+    else:
+        total, count = _blockwise.fused_ntxent(
+            x, cands, None, meta, cand_meta, temperature, block, True
+        )
     return parallel.safe_divide(
         parallel.global_sum(total, axis_name), parallel.global_sum(count, axis_name)
     )
@@ -213,10 +219,18 @@ def simclr_loss(
             jnp.arange(2 * global_pairs, dtype=jnp.int32),
         )
     block = block_size or anchors.shape[0]
+    # Each view's positive is the other view of its pair, which is local.
+    partner = jnp.concatenate([z2, z1])
+    if not ring:
+        total, count = _blockwise.fused_ntxent(
+            anchors, cands, partner, meta, cand_meta, temperature, block, True
+        )
+        return parallel.safe_divide(
+            parallel.global_sum(total, axis_name), parallel.global_sum(count, axis_name)
+        )
     lse = _blockwise.negative_lse(
         anchors, cands, meta, cand_meta, temperature, block, axis_name, ring
     )
-    # Each view's positive is the other view of its pair, which is local.
-    positive = jnp.sum(anchors * jnp.concatenate([z2, z1]), axis=1) / temperature
+    positive = jnp.sum(anchors * partner, axis=1) / temperature
     terms = jax.nn.softplus(lse - positive)
     return parallel.reduce_losses(terms, meta[1], "mean", axis_name)
