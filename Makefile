@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint bench clean
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -29,5 +29,20 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check jaxmetric tests benchmarks
 	$(VENV)/bin/ruff format --check jaxmetric tests benchmarks
 
+# Benchmarks run in their own venv: PyTorch (CPU build) and pytorch-metric-learning
+# are peers to measure against, never dependencies of the package.
+BENCH_VENV := .venv-bench
+
+$(BENCH_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet torch==2.13.0 pytorch-metric-learning==2.9.0
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e .
+	touch $@
+
+bench: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python benchmarks/bench.py
+	$(BENCH_VENV)/bin/python benchmarks/report.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) build *.egg-info .pytest_cache
