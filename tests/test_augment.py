@@ -1,0 +1,106 @@
+"""Augmentations against NumPy / SciPy references."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from jaxmetric import augment
+
+
+def test_remove_linear_trend_matches_polyfit():
+    x = np.random.default_rng(0).normal(size=40) + 3 * np.linspace(0, 1, 40) + 2
+    t = np.linspace(0, 1, 40)
+    slope, intercept = np.polyfit(t, x, 1)
+    want = x - (slope * t + intercept)
+    np.testing.assert_allclose(
+        np.asarray(augment.remove_linear_trend(jnp.asarray(x))), want, atol=1e-5
+    )
+
+
+def test_mnist1d_view_is_a_shift_of_the_detrended_signal():
+    x = np.random.default_rng(1).normal(size=40).astype(np.float32)
+    t = np.linspace(0, 1, 40)
+    detrended = x - np.polyval(np.polyfit(t, x, 1), t)
+    for seed in range(5):
+        v = np.asarray(
+            augment.mnist1d_view(jax.random.key(seed), jnp.asarray(x), max_shift=3, slope=0.0)
+        )
+        matches = [s for s in range(-3, 4) if np.allclose(v, np.roll(detrended, s), atol=1e-4)]
+        assert len(matches) == 1
+    # With slope, offset and noise the view differs from every plain shift.
+    v = np.asarray(
+        augment.mnist1d_view(
+            jax.random.key(0), jnp.asarray(x), max_shift=3, slope=1.0, offset=1.0, noise=0.1
+        )
+    )
+    assert not any(np.allclose(v, np.roll(detrended, s), atol=1e-3) for s in range(-3, 4))
+
+
+def test_full_crop_is_identity():
+    img = np.random.default_rng(0).uniform(size=(16, 16, 3)).astype(np.float32)
+    out = augment.random_resized_crop(
+        jax.random.key(0), jnp.asarray(img), 16, scale=(1.0, 1.0), ratio=(1.0, 1.0)
+    )
+    np.testing.assert_allclose(np.asarray(out), img, atol=1e-5)
+
+
+def test_crop_resizes_a_sub_window():
+    # A linear ramp stays linear under crop + bilinear resize: the view's
+    # values span a sub-interval of the ramp.
+    ramp = np.tile(np.linspace(0, 1, 32, dtype=np.float32)[None, :, None], (32, 1, 1))
+    out = np.asarray(
+        augment.random_resized_crop(jax.random.key(3), jnp.asarray(ramp), 8, scale=(0.2, 0.3))
+    )
+    assert out.shape == (8, 8, 1)
+    row = out[4, :, 0]
+    assert np.all(np.diff(row) > 0) and row[-1] - row[0] < 0.9
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.3])
+def test_gaussian_blur_matches_scipy(sigma):
+    img = np.random.default_rng(0).uniform(size=(12, 12, 2)).astype(np.float32)
+    ksize = 7
+    got = np.asarray(augment.gaussian_blur(jnp.asarray(img), jnp.float32(sigma), ksize))
+    # jnp.pad "reflect" is SciPy's "mirror"; same truncation radius.
+    want = ndimage.gaussian_filter(
+        img, sigma=(sigma, sigma, 0), mode="mirror", truncate=(ksize // 2) / sigma
+    )
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_color_jitter_zero_strength_is_identity_and_grayscale_weights():
+    img = np.random.default_rng(0).uniform(size=(4, 4, 3)).astype(np.float32)
+    out = augment.color_jitter(
+        jax.random.key(0), jnp.asarray(img), brightness=0, contrast=0, saturation=0, hue=0
+    )
+    np.testing.assert_allclose(np.asarray(out), img, atol=1e-5)
+    kw = dict(size=4, crop_scale=(0.5, 1.0), flip=True, jitter_prob=0.0)
+    color = augment.simclr_image_view(jax.random.key(0), jnp.asarray(img), grayscale_prob=0.0, **kw)
+    gray = augment.simclr_image_view(jax.random.key(0), jnp.asarray(img), grayscale_prob=1.0, **kw)
+    want = np.asarray(color) @ np.array([0.299, 0.587, 0.114], np.float32)
+    for c in range(3):
+        np.testing.assert_allclose(np.asarray(gray)[..., c], want, atol=1e-5)
+
+
+def test_batch_views_are_per_example_and_in_range():
+    cfg = augment.augment_config()
+    cfg.kind = "simclr_image"
+    cfg.size = 16
+    cfg.blur_prob = 0.5
+    imgs = jax.random.randint(jax.random.key(0), (6, 20, 20, 3), 0, 256).astype(jnp.uint8)
+    keys = jax.random.split(jax.random.key(1), 6)
+    views = jax.jit(lambda k, x: augment.batch_views(cfg, k, x))(keys, imgs)
+    assert views.shape == (6, 16, 16, 3)
+    assert float(views.min()) >= 0.0 and float(views.max()) <= 1.0
+    # Example 2's view depends only on its key and image, not on the batch.
+    alone = augment.view(cfg, keys[2], imgs[2])
+    np.testing.assert_allclose(np.asarray(views[2]), np.asarray(alone), atol=1e-5)
+
+
+def test_bad_augment_config_names_the_field():
+    cfg = augment.augment_config()
+    cfg.kind = "mixup"
+    with pytest.raises(ValueError, match="augment.kind"):
+        augment.check_augment_config(cfg)
