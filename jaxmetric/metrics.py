@@ -258,9 +258,10 @@ def retrieval_metrics(
     sample; with a separate reference set, the queries whose label does not
     occur in it. If no query has R > 0, every metric is 0.0.
 
-    PML (``AccuracyCalculator`` of PML >= 1.0 with ``k=None``: all references
-    retrieved, self removed by index) gives the same numbers up to its tie
-    order (faiss / ``torch.topk``) and float32 rounding; older PML versions
+    PML's ``AccuracyCalculator(k=None)`` (all references retrieved, self
+    removed by index) gives the same numbers up to its tie order (faiss /
+    ``torch.topk``) and float32 rounding: checked against PML 2.9 in
+    ``tests/test_metrics_pml.py`` (run it in ``.venv-bench``); older PML versions
     truncated the ranking at ``k = max_bin_count`` (at most 1023), which
     changes ``mean_average_precision`` and, for classes with more than 1023
     samples, MAP@R and R-precision.
