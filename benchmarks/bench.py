@@ -159,23 +159,25 @@ def _build_torch(case: Case, emb, labels):
     import torch
 
     torch.set_num_threads(THREADS)
+    device = os.environ.get("BENCH_TORCH_DEVICE", "cpu")
     n = case.size
-    x = torch.tensor(emb, requires_grad=True)
-    y = torch.tensor(labels)
+    x = torch.tensor(emb, device=device, requires_grad=True)
+    y = torch.tensor(labels, device=device)
     if case.impl == "torch_dense":
 
         def loss_fn(e):
             z = torch.nn.functional.normalize(e, dim=1)
             sim = z @ z.T / 0.1
-            sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool), float("-inf"))
-            target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
+            eye = torch.eye(2 * n, dtype=torch.bool, device=device)
+            sim = sim.masked_fill(eye, float("-inf"))
+            target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(device)
             return torch.nn.functional.cross_entropy(sim, target)
     else:
         from pytorch_metric_learning import losses, miners
 
         if case.kind == "ntxent":
             pml_loss = losses.NTXentLoss(temperature=0.1)
-            ids = torch.cat([torch.arange(n), torch.arange(n)])
+            ids = torch.cat([torch.arange(n), torch.arange(n)]).to(device)
 
             def loss_fn(e):
                 return pml_loss(e, ids)
@@ -207,7 +209,7 @@ def _build_torch(case: Case, emb, labels):
         x.grad = None
         value = loss_fn(x)
         value.backward()
-        return float(value), x.grad.numpy().copy()
+        return float(value), x.grad.cpu().numpy().copy()
 
     return run
 
