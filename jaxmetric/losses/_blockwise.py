@@ -383,20 +383,22 @@ def _fused_fwd(x, c, partner, anchor_meta, cand_meta, temperature, block, cand_g
     def slab(dc, args):
         a, p = args
         p = p if single else None
-        s = a.emb @ cands.emb.T / temperature
+        # 1/T goes on the [block, D] operands, not on the [block, M] products.
+        scaled = a.emb / temperature
+        s = scaled @ cands.emb.T
         pos, neg = _tile_masks(a, cands)
-        positive_logit = jnp.sum(a.emb * p, axis=1) / temperature if single else None
+        positive_logit = jnp.sum(scaled * p, axis=1) if single else None
         total, count, ds, d_positive = _slab_terms(s, pos, neg, positive_logit)
         valid = a.mask
         total, count = jnp.where(valid, total, 0.0), jnp.where(valid, count, 0.0)
-        ds = jnp.where(valid[:, None], ds, 0.0) / temperature
-        dx = ds @ cands.emb
+        ds = jnp.where(valid[:, None], ds, 0.0)
+        dx = (ds @ cands.emb) / temperature
         dp = None
         if single:
-            d_positive = jnp.where(valid, d_positive, 0.0)[:, None] / temperature
-            dx, dp = dx + d_positive * p, d_positive * a.emb
+            d_positive = jnp.where(valid, d_positive, 0.0)[:, None]
+            dx, dp = dx + d_positive * p / temperature, d_positive * scaled
         if cand_grad:
-            dc = dc + ds.T @ a.emb
+            dc = dc + ds.T @ scaled
         return dc, (total, count, dx, dp)
 
     dc0 = jnp.zeros_like(c) if cand_grad else None
