@@ -5,7 +5,7 @@ are pure functions of arrays that run under ``jit``, ``vmap``,
 ``jax.shard_map`` and ``jax.pmap``; none of them needs a Flax or optax object.
 """
 
-from jaxmetric import distances, losses, mining, parallel, queue
+from jaxmetric import distances, losses, metrics, mining, parallel, queue
 from jaxmetric.distances import l2_normalize, pairwise_distances, pairwise_similarities
 from jaxmetric.losses import (
     angular_loss,
@@ -30,6 +30,7 @@ __all__ = [
     "init_queue",
     "l2_normalize",
     "losses",
+    "metrics",
     "mining",
     "moco_loss",
     "npair_loss",
