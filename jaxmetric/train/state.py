@@ -62,12 +62,12 @@ def make_mesh(num_devices: int = 0) -> jax.sharding.Mesh:
 def split_model(model: Embedder) -> tuple[nnx.GraphDef, dict, dict]:
     """(graphdef, params, batch_stats) with plain nested dicts of arrays."""
     graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-    return graphdef, params.to_pure_dict(), batch_stats.to_pure_dict()
+    return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(batch_stats)
 
 
 def merge_model(graphdef: nnx.GraphDef, params: dict, batch_stats: dict) -> Embedder:
     """Rebuilds a model from ``split_model``'s pieces (a copy)."""
-    return nnx.merge(graphdef, nnx.State(params), nnx.State(batch_stats), copy=True)
+    return nnx.merge(graphdef, params, batch_stats, copy=True)
 
 
 def create_train_state(

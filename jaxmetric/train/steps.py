@@ -67,7 +67,7 @@ def _apply(
 def _forward(graphdef, params, batch_stats, x):
     model = merge_model(graphdef, params, batch_stats)
     h, z = model(x, train=True)
-    return h, z, nnx.state(model, nnx.BatchStat).to_pure_dict()
+    return h, z, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
 
 
 def simclr_step(

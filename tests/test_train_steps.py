@@ -1,0 +1,94 @@
+"""Train steps under shard_map: 8 devices == 1 device, NaN steps skipped."""
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jaxmetric.train import base_config, create_train_state, make_mesh, make_train_step
+from jaxmetric.train.optim import make_optimizer
+
+BATCH = 16
+
+
+def _config(method: str):
+    c = base_config()
+    c.method = method
+    c.batch_size = BATCH
+    c.model.channels = 8
+    c.model.use_bn = True  # global BN in the encoder ...
+    c.model.head_bn = True  # ... and in the head
+    c.model.head_hidden = 16
+    c.model.embed_dim = 8
+    c.moco.queue_size = 2 * BATCH
+    c.augment.noise = 0.05
+    if method == "simclr":
+        c.optimizer.name = "lars"
+        c.optimizer.learning_rate = 0.5
+        c.optimizer.weight_decay = 1e-4
+    else:
+        c.optimizer.name = "sgd"
+        c.optimizer.learning_rate = 0.1
+        c.optimizer.weight_decay = 1e-4
+    if method == "supervised":
+        c.augment.kind = "none"
+    return c
+
+
+def _batches(steps: int):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(steps, BATCH, 40)).astype(np.float32)
+    y = np.tile(np.repeat(np.arange(BATCH // 4), 4), (steps, 1)).astype(np.int32)
+    return x, y
+
+
+def _run(config, num_devices: int, x, y):
+    mesh = make_mesh(num_devices)
+    tx, _ = make_optimizer(config.optimizer, config.batch_size, config.num_steps)
+    graphdef, state = create_train_state(config, (40,), tx)
+    state = jax.device_put(state, NamedSharding(mesh, P()))
+    step = make_train_step(config, graphdef, tx, mesh)
+    data = NamedSharding(mesh, P("data"))
+    states, losses = [], []
+    for xs, ys in zip(x, y, strict=True):
+        state, metrics = step(state, jax.device_put(xs, data), jax.device_put(ys, data))
+        states.append(jax.device_get(state))
+        losses.append(float(metrics["loss"]))
+    return states, losses
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco", "supervised"])
+def test_eight_devices_match_one_device_after_three_steps(method):
+    assert jax.device_count() == 8
+    config = _config(method)
+    x, y = _batches(3)
+    (*_, one), losses_one = _run(config, 1, x, y)
+    (*_, eight), losses_eight = _run(config, 8, x, y)
+    np.testing.assert_allclose(losses_eight, losses_one, rtol=1e-5, atol=1e-6)
+    assert int(one.step) == int(eight.step) == 3
+    # The parameters moved, and identically on both meshes.
+    initial = create_train_state(config, (40,), make_optimizer(config.optimizer, BATCH, 1)[0])[1]
+    moved = jax.tree.map(lambda a, b: np.abs(a - b).max(), one.params, initial.params)
+    assert max(jax.tree.leaves(moved)) > 1e-3
+    for name in ("params", "batch_stats", "target_params", "target_batch_stats", "queue"):
+        a, b = getattr(one, name), getattr(eight, name)
+        for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            np.testing.assert_allclose(np.asarray(u), np.asarray(v), atol=1e-5, err_msg=name)
+    if method == "moco":
+        # The queue received the 3 x 16 keys: pointer wrapped to 48 mod 32.
+        assert int(one.queue.pointer) == (3 * BATCH) % config.moco.queue_size
+        assert not np.allclose(
+            jax.tree.leaves(one.target_params)[0], jax.tree.leaves(one.params)[0]
+        )
+
+
+def test_non_finite_step_is_skipped():
+    config = _config("simclr")
+    x, y = _batches(2)
+    x[1, 3, 5] = np.nan
+    (state, after), losses = _run(config, 8, x, y)
+    assert np.isfinite(losses[0]) and not np.isfinite(losses[1])
+    assert int(after.step) == 2 and int(after.skipped) == 1
+    for u, v in zip(jax.tree.leaves(state.params), jax.tree.leaves(after.params), strict=True):
+        np.testing.assert_array_equal(u, v)
