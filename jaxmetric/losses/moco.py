@@ -46,9 +46,10 @@ def moco_loss(
       axis_name: mapped axis; the mean runs over the global batch. The queue
         is replicated, so no gathering is needed here (``jaxmetric.queue.
         enqueue`` gathers the keys).
-      block_size: None: the dense [B, K] logits. An int: tiles of
-        ``block_size`` queue rows with a running log-sum-exp and recomputation
-        in the backward pass, for large queues (same value and gradient).
+      block_size: None: the dense [B, K] logits and autodiff. An int: slabs
+        of ``block_size`` queries, each against the whole queue, with the
+        value and gradient computed together (same value and gradient; memory
+        ``block_size`` x K per slab).
 
     Returns:
       A float32 scalar; 0.0 when no query is valid.
