@@ -70,14 +70,16 @@ def ntxent_loss(
       temperature: T > 0.
       mask: [B] bool, valid rows. None: all valid.
       axis_name: mapped axis; positives and negatives come from all devices.
-      block_size: None: the dense [B, B] similarity matrix. An int: tiles of
-        ``block_size`` x ``block_size`` with a running log-sum-exp and
-        recomputation in the backward pass, so memory grows as B x block_size
-        (same value and gradient).
+      block_size: None: the dense [B, B] similarity matrix and autodiff. An
+        int: slabs of ``block_size`` anchor rows, each against all candidates,
+        with value and gradient computed together (three GEMMs, like the dense
+        version), so memory grows as ``block_size`` x B, not B^2. Same value
+        and gradient.
       ring: with ``axis_name``, pass candidate blocks from device to device
         with ``ppermute`` instead of gathering them all, so per-device memory
-        does not grow with the number of devices (tiled; ``block_size`` None
-        means one tile per local block).
+        does not grow with the number of devices: ``block_size`` x
+        ``block_size`` tiles with a running log-sum-exp and recomputation in
+        the backward pass (None: one tile per local block).
 
     Returns:
       A float32 scalar; 0.0 (zero gradient) when there is no positive pair.
@@ -150,13 +152,15 @@ def simclr_loss(
       temperature: T > 0 (SimCLR: 0.1 to 0.5).
       mask: [N] bool, valid pairs. None: all valid.
       axis_name: mapped axis; negatives come from all devices.
-      block_size: None: the dense [2N, 2N] similarity matrix. An int: tiles
-        of ``block_size`` x ``block_size`` with a running log-sum-exp and
-        recomputation in the backward pass; memory grows as 2N x block_size,
-        value and gradient are the same.
+      block_size: None: the dense [2N, 2N] similarity matrix and autodiff.
+        An int: slabs of ``block_size`` anchor rows, each against all 2N
+        candidates, with value and gradient computed together (three GEMMs);
+        memory grows as ``block_size`` x 2N; value and gradient are the same.
       ring: with ``axis_name``, pass the candidate blocks around the devices
-        with ``ppermute`` instead of gathering them (Inf-CL); per-device
-        memory does not grow with the device count.
+        with ``ppermute`` instead of gathering them (Inf-CL), in
+        ``block_size`` x ``block_size`` tiles with a running log-sum-exp and
+        recomputation in the backward pass; per-device memory does not grow
+        with the device count.
 
     Returns:
       A float32 scalar; 0.0 when no pair is valid.
