@@ -165,3 +165,50 @@ def facenet_semi_hard(
     negative_index = jnp.where(jnp.any(outside, axis=2), closest_outside, farthest[:, None])
     valid = positive_mask & jnp.any(negative_mask, axis=1, keepdims=True)
     return negative_index.astype(jnp.int32), valid
+
+
+def multi_similarity_mask(
+    sim: jax.Array,
+    positive_mask: jax.Array,
+    negative_mask: jax.Array,
+    *,
+    epsilon: float = 0.1,
+) -> tuple[jax.Array, jax.Array]:
+    """Multi-similarity pair mining (Wang et al. 2019, eq. 8 and 9).
+
+    With similarities S (larger is closer), per anchor a:
+
+    - a positive p is kept if S_ap - epsilon < max_n S_an (less similar than
+      the hardest negative plus epsilon);
+    - a negative n is kept if S_an + epsilon > min_p S_ap.
+
+    An anchor without a negative keeps no positive and one without a positive
+    keeps no negative. The same rule as pytorch-metric-learning's
+    ``MultiSimilarityMiner(epsilon)`` (cosine similarity), whose pairs, fed to
+    a pair loss as ``indices_tuple``, are the pairs of these two masks.
+
+    Args:
+      sim: [b, M] anchor-to-candidate similarities (e.g. cosine).
+      positive_mask, negative_mask: [b, M] bool from ``pair_masks``.
+      epsilon: margin of the rule, >= 0 (the paper and PML: 0.1).
+
+    Returns:
+      ``(positive_mask, negative_mask)``: the mined subsets, both bool [b, M].
+
+    Example:
+      >>> import jax.numpy as jnp, jaxmetric
+      >>> sim = jnp.array([[1.0, 0.9, 0.2, 0.85]])
+      >>> pos = jnp.array([[False, True, False, False]])
+      >>> neg = jnp.array([[False, False, True, True]])
+      >>> p, n = jaxmetric.mining.multi_similarity_mask(sim, pos, neg)
+      >>> p.tolist(), n.tolist()
+      ([[False, True, False, False]], [[False, False, False, True]])
+    """
+    _checks.check_non_negative(epsilon, "epsilon")
+    sim = jax.lax.stop_gradient(sim)
+    hardest_negative = jnp.max(jnp.where(negative_mask, sim, -jnp.inf), axis=1, keepdims=True)
+    hardest_positive = jnp.min(jnp.where(positive_mask, sim, jnp.inf), axis=1, keepdims=True)
+    return (
+        positive_mask & (sim - epsilon < hardest_negative),
+        negative_mask & (sim + epsilon > hardest_positive),
+    )

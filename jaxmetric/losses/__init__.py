@@ -1,18 +1,36 @@
 """Loss kernels: pure functions of arrays, one module per family."""
 
 from jaxmetric.losses.angular import angular_loss
+from jaxmetric.losses.circle import circle_loss
+from jaxmetric.losses.lifted import lifted_structure_loss
+from jaxmetric.losses.margin_softmax import arcface_loss, cosface_loss
 from jaxmetric.losses.moco import moco_loss
+from jaxmetric.losses.multi_similarity import multi_similarity_loss
 from jaxmetric.losses.npair import npair_loss
 from jaxmetric.losses.ntxent import ntxent_loss, simclr_loss
 from jaxmetric.losses.pair import contrastive_loss
+from jaxmetric.losses.proxy import proxy_anchor_loss, proxy_nca_loss
+from jaxmetric.losses.soft_nearest_neighbor import soft_nearest_neighbor_loss
+from jaxmetric.losses.supcon import supcon_loss
 from jaxmetric.losses.triplet import triplet_margin_loss
+from jaxmetric.losses.xbm import xbm_loss
 
 __all__ = [
     "angular_loss",
+    "arcface_loss",
+    "circle_loss",
     "contrastive_loss",
+    "cosface_loss",
+    "lifted_structure_loss",
     "moco_loss",
+    "multi_similarity_loss",
     "npair_loss",
     "ntxent_loss",
+    "proxy_anchor_loss",
+    "proxy_nca_loss",
     "simclr_loss",
+    "soft_nearest_neighbor_loss",
+    "supcon_loss",
     "triplet_margin_loss",
+    "xbm_loss",
 ]
