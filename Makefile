@@ -19,8 +19,12 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) install --quiet -e '.[dev]'
 	touch $@
 
+# The main job: SimCLR on bundled MNIST-1D (configs/default.py), from scratch each time.
+DEMO_WORKDIR ?= workdirs/demo
+
 demo: $(VENV)/.installed
-	$(PY) -m jaxmetric.demo
+	rm -rf $(DEMO_WORKDIR)
+	$(PY) -m jaxmetric.main --config=configs/default.py --workdir=$(DEMO_WORKDIR)
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest

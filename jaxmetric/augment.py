@@ -47,6 +47,7 @@ def mnist1d_view(
     slope: float = 1.0,
     offset: float = 0.0,
     noise: float = 0.0,
+    scale: float = 0.0,
 ) -> jax.Array:
     """One random view of an MNIST-1D signal x [L].
 
@@ -58,12 +59,15 @@ def mnist1d_view(
         added after the original trend is removed (MNIST-1D's shear).
       offset: a constant c ~ U(-offset, offset) is added.
       noise: i.i.d. Gaussian noise of this standard deviation is added.
+      scale: the trend-free signal is multiplied by a ~ U(1 - scale,
+        1 + scale) (MNIST-1D's amplitude scaling).
 
     Returns:
       The view [L], float32.
     """
-    k_shift, k_slope, k_off, k_noise = jax.random.split(key, 4)
+    k_shift, k_slope, k_off, k_noise, k_scale = jax.random.split(key, 5)
     x = remove_linear_trend(x.astype(jnp.float32))
+    x = x * jax.random.uniform(k_scale, (), minval=1.0 - scale, maxval=1.0 + scale)
     shift = jax.random.randint(k_shift, (), -max_shift, max_shift + 1)
     x = jnp.roll(x, shift)
     t = jnp.linspace(0.0, 1.0, x.shape[0])
@@ -236,6 +240,7 @@ def augment_config() -> ml_collections.ConfigDict:
             "slope": 1.0,
             "offset": 0.0,
             "noise": 0.0,
+            "scale": 0.0,
             # simclr_image
             "size": 32,
             "crop_scale": (0.08, 1.0),
@@ -269,7 +274,13 @@ def view(cfg: ml_collections.ConfigDict, key: jax.Array, x: jax.Array) -> jax.Ar
     """One view of one example under ``config.augment``."""
     if cfg.kind == "mnist1d":
         return mnist1d_view(
-            key, x, max_shift=cfg.max_shift, slope=cfg.slope, offset=cfg.offset, noise=cfg.noise
+            key,
+            x,
+            max_shift=cfg.max_shift,
+            slope=cfg.slope,
+            offset=cfg.offset,
+            noise=cfg.noise,
+            scale=cfg.scale,
         )
     if cfg.kind == "simclr_image":
         return simclr_image_view(

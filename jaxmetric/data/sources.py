@@ -94,15 +94,25 @@ def digits(test_fraction: float = 0.5, seed: int = 0) -> tuple[Split, Split]:
 class _TfdsField(Sequence):
     """Random access to one feature of a TFDS data source."""
 
-    def __init__(self, source: Any, key: str) -> None:
+    def __init__(self, source: Any, key: str, image_size: int = 0) -> None:
         self._source = source
         self._key = key
+        self._image_size = image_size
 
     def __len__(self) -> int:
         return len(self._source)
 
     def __getitem__(self, i):
-        return self._source[i][self._key]
+        x = self._source[i][self._key]
+        if self._image_size and x.shape[:2] != (self._image_size,) * 2:
+            # Variable-size images (ImageNet) get one size so batches stack;
+            # the random crop happens later, on device.
+            from PIL import Image
+
+            size = (self._image_size, self._image_size)
+            x = np.asarray(Image.fromarray(np.squeeze(x)).resize(size, Image.BILINEAR))
+            x = x.reshape(*size, -1)
+        return x
 
 
 def tfds(
@@ -112,11 +122,13 @@ def tfds(
     data_dir: str | None = None,
     image_key: str = "image",
     label_key: str = "label",
+    image_size: int = 0,
 ) -> Split:
     """A TFDS split via ``tfds.data_source`` (ArrayRecord, no TensorFlow).
 
     The dataset must already be prepared in ``data_dir`` (nothing downloads
-    at run time). Labels are read once; images are read per batch.
+    at run time). Labels are read once; images are read per batch and, if
+    ``image_size`` is set, resized to ``image_size`` x ``image_size``.
     """
     import tensorflow_datasets as tfds_lib
 
@@ -128,7 +140,7 @@ def tfds(
     labels = np.asarray([source[i][label_key] for i in range(len(source))], np.int32)
     if not num_classes:
         num_classes = int(labels.max()) + 1 if len(labels) else 0
-    return Split(_TfdsField(source, image_key), labels, num_classes)
+    return Split(_TfdsField(source, image_key, image_size), labels, num_classes)
 
 
 def load(cfg) -> tuple[Split, Split]:

@@ -50,6 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
             "data_dir": "",
             "image_key": "image",
             "label_key": "label",
+            "image_size": 0,  # TFDS: resize images to this square size on the host (0: keep)
         }
     )
     c.model = model_config()

@@ -260,7 +260,9 @@ def train_and_evaluate(
             file=sys.stderr,
         )
     if run_eval and int(state.step) == config.num_steps:
-        results.update(evaluate_state(config, embed, state, train, test))
+        results.update(
+            evaluate_state(config, embed, state, train, test, linear_probe=config.eval.linear_probe)
+        )
         baseline = _raw_baseline(config, train, test)
         if is_main:
             for key, value in results.items():
