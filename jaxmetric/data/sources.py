@@ -9,6 +9,7 @@ only the records a batch needs are read.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,13 +53,15 @@ def _check_finite(x: np.ndarray, name: str) -> np.ndarray:
     return x
 
 
+@functools.cache
 def mnist1d(seed: int = 42) -> tuple[Split, Split]:
     """MNIST-1D (Greydanus 2020) generated offline: 4,000 train / 1,000 test
     signals of length 40, 10 classes.
 
     Uses ``mnist1d.data.make_dataset(get_dataset_args())``, which builds the
     standard dataset from its templates with the published seed (42); it
-    never downloads (``get_dataset`` would).
+    never downloads (``get_dataset`` would). Generated once per process
+    (a few seconds) and cached; the arrays are read-only.
     """
     from mnist1d.data import get_dataset_args, make_dataset
 
@@ -67,6 +70,8 @@ def mnist1d(seed: int = 42) -> tuple[Split, Split]:
     data = make_dataset(args)
     x = _check_finite(np.asarray(data["x"], np.float32), "MNIST-1D")
     x_test = _check_finite(np.asarray(data["x_test"], np.float32), "MNIST-1D")
+    x.flags.writeable = False
+    x_test.flags.writeable = False
     return (
         Split(x, np.asarray(data["y"], np.int32), 10),
         Split(x_test, np.asarray(data["y_test"], np.int32), 10),

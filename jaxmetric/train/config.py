@@ -131,11 +131,10 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int, process_coun
     if c.method == "moco":
         m = c.moco
         _positive_int(c, "moco.queue_size", m.queue_size)
-        queue_batch = c.batch_size * (2 if m.symmetric else 1)
-        if m.queue_size % queue_batch:
+        if m.queue_size % c.batch_size:
             raise ValueError(
                 f"`moco.queue_size`={m.queue_size} must be a multiple of the global batch "
-                f"{queue_batch} (keys written per step)."
+                f"`batch_size`={c.batch_size} (keys are written one global batch at a time)."
             )
         if not 0.0 <= m.momentum <= 1.0:
             raise ValueError(f"`moco.momentum` must be in [0, 1], got {m.momentum!r}.")

@@ -135,7 +135,12 @@ def moco_step(
             return loss, stats
 
         (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        new_queue = enqueue(queue, k, axis_name=AXIS)
+        if m.symmetric:
+            # One write per view keeps the queue's order independent of the
+            # device count: [all k(v2) of the global batch], [all k(v1)].
+            new_queue = enqueue(enqueue(queue, k[:b], axis_name=AXIS), k[b:], axis_name=AXIS)
+        else:
+            new_queue = enqueue(queue, k, axis_name=AXIS)
         new = _apply(
             state,
             tx,
