@@ -57,8 +57,8 @@ def proxy_anchor_loss(
 
     Args:
       embeddings: [B, D] float32, bfloat16 or float16.
-      labels: [B] integer class indices in [0, C); other values are no class
-        (only negatives).
+      labels: [B] integer class indices in [0, C); rows with other labels are
+        left out.
       proxies: [C, D] the proxies, a parameter the caller owns and optimises
         (PML initialises them with ``kaiming_normal_(mode="fan_out")``); the
         gradient flows to them. Both sides are L2-normalised inside.
