@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -28,6 +28,8 @@ def main(argv: list[str]) -> None:
     """Trains and evaluates ``--config`` in ``--workdir``."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    # orbax logs every checkpoint step at INFO; keep the progress bar readable.
+    logging.set_verbosity(logging.WARNING)
     from jaxmetric.train import train_and_evaluate
 
     train_and_evaluate(FLAGS.config, FLAGS.workdir)
