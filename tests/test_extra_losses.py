@@ -399,14 +399,20 @@ def test_xbm_empty_memory_equals_plain_loss_and_memory_gets_no_gradient():
     x, labels, mask = jnp.asarray(x, jnp.float32), jnp.asarray(labels), jnp.asarray(mask)
     empty = jm.init_queue(K, DIM)
     plain = {
-        "contrastive": jm.contrastive_loss(x, labels, mask=mask),
-        "supcon": jm.supcon_loss(x, labels, mask=mask),
-        "multi_similarity": jm.multi_similarity_loss(x, labels, mask=mask),
+        "contrastive": jm.contrastive_loss,
+        "supcon": jm.supcon_loss,
+        "multi_similarity": jm.multi_similarity_loss,
     }
-    for name, value in plain.items():
-        np.testing.assert_allclose(
-            float(jm.xbm_loss(x, labels, empty, loss=name, mask=mask)), float(value), rtol=1e-6
-        )
+
+    @jax.jit
+    def both(x, labels, mask, empty):
+        return {
+            name: (fn(x, labels, mask=mask), jm.xbm_loss(x, labels, empty, loss=name, mask=mask))
+            for name, fn in plain.items()
+        }
+
+    for name, (value, with_memory) in both(x, labels, mask, empty).items():
+        np.testing.assert_allclose(float(with_memory), float(value), rtol=1e-6, err_msg=name)
     emb, mem_labels, valid = _memory()
     memory = jm.MemoryQueue(
         jnp.asarray(emb, jnp.float32),
@@ -414,9 +420,9 @@ def test_xbm_empty_memory_equals_plain_loss_and_memory_gets_no_gradient():
         jnp.asarray(valid),
         jnp.zeros((), jnp.int32),
     )
-    grad = jax.grad(lambda e: jm.xbm_loss(x, labels, memory.replace(embeddings=e), loss="supcon"))(
-        memory.embeddings
-    )
+    grad = jax.jit(
+        jax.grad(lambda e: jm.xbm_loss(x, labels, memory.replace(embeddings=e), loss="supcon"))
+    )(memory.embeddings)
     assert not np.asarray(grad).any()
 
 
@@ -675,3 +681,23 @@ def test_bad_shapes(name):
 def test_bad_hyper_parameters(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from jaxmetric.losses import (
+        circle,
+        lifted,
+        margin_softmax,
+        multi_similarity,
+        proxy,
+        soft_nearest_neighbor,
+        supcon,
+        xbm,
+    )
+
+    modules = [circle, lifted, margin_softmax, multi_similarity, proxy, soft_nearest_neighbor]
+    for module in [*modules, supcon, xbm]:
+        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.failed == 0 and result.attempted > 0, module.__name__
