@@ -78,6 +78,8 @@ def evaluate_state(
     out = {"knn_accuracy": evaluate.knn_accuracy(z_tr, y_tr, z_te, y_te, k=ev.knn_k)}
     if linear_probe:
         out["linear_probe_accuracy"] = evaluate.linear_probe_accuracy(h_tr, y_tr, h_te, y_te)
+        # kNN on the encoder features too (solo-learn reports both spaces).
+        out["knn_accuracy_features"] = evaluate.knn_accuracy(h_tr, y_tr, h_te, y_te, k=ev.knn_k)
     if ev.retrieval:
         out.update(evaluate.retrieval_metrics(z_te, y_te))
     return out
@@ -93,6 +95,7 @@ def _log_table(config, results: dict[str, float], baseline: dict[str, float]) ->
     names = {
         "linear_probe_accuracy": "linear probe, encoder features",
         "knn_accuracy": f"kNN (k={config.eval.knn_k}, cosine), embeddings",
+        "knn_accuracy_features": f"kNN (k={config.eval.knn_k}, cosine), encoder features",
         "map_at_r": "MAP@R (held-out, leave-one-out)",
         "precision_at_1": "precision@1 (held-out)",
         "r_precision": "R-precision (held-out)",
@@ -245,6 +248,7 @@ def train_and_evaluate(
             monitor = evaluate_state(config, embed, state, train, test, linear_probe=False)
             if is_main:
                 writer.add_scalar("eval/knn_accuracy", monitor["knn_accuracy"], done)
+                bar.write(f"step {done}: kNN monitor {100 * monitor['knn_accuracy']:.1f}%")
         if config.checkpoint_every and done % config.checkpoint_every == 0 and done < end:
             ckpt.save(done, state, iterator.get_state(), config)
     bar.close()
