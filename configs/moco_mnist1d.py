@@ -1,7 +1,10 @@
 """MoCo v2 on MNIST-1D: the 1-D CNN + MoCo v2 MLP head (16-d), a queue of
-negatives and a momentum encoder, the MNIST-1D views of the SimCLR recipe.
+negatives and a momentum encoder, the MNIST-1D views of the SimCLR recipe
+(somewhat stronger offset and noise).
 
-Runs in about a minute on a 2-core CPU.
+The queue holds 1,024 keys (two batches): with only 4,000 training signals a
+larger queue holds older keys of the query's own signal, i.e. false
+negatives, and learns worse. Runs in about 3 minutes on a 2-core CPU.
 """
 
 from jaxmetric.train.config import base_config
@@ -17,16 +20,17 @@ def get_config():
     c.model.head_hidden = 128
     c.model.embed_dim = 16
     c.augment.kind = "mnist1d"
-    c.augment.offset = 0.5
-    c.augment.noise = 0.1
-    c.moco.queue_size = 2048  # about half the 4,000 training signals
+    c.augment.offset = 1.0
+    c.augment.noise = 0.2
+    c.moco.queue_size = 1024
     c.moco.momentum = 0.99
     c.moco.temperature = 0.1
     c.moco.symmetric = True
-    c.batch_size = 256
-    c.num_steps = 2000
+    c.batch_size = 512
+    c.num_steps = 4000
+    c.log_every = 500
     c.optimizer.name = "adam"
-    c.optimizer.learning_rate = 3e-3
+    c.optimizer.learning_rate = 1e-2
     c.eval.reference.name = "MNIST-1D notebook"
     c.eval.reference["raw-input kNN (k=10)"] = 0.596
     return c
