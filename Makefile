@@ -26,8 +26,9 @@ demo: $(VENV)/.installed
 	rm -rf $(DEMO_WORKDIR)
 	$(PY) -m jaxmetric.main --config=configs/default.py --workdir=$(DEMO_WORKDIR)
 
+# Two workers: CI has two cores and most of the suite's time is XLA compiling.
 test: $(VENV)/.installed-dev
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check jaxmetric tests benchmarks
