@@ -132,3 +132,39 @@ def pairwise_distances(
     if metric == "euclidean":
         dist = safe_sqrt(dist)
     return dist
+
+
+def paired_distances(x: jax.Array, y: jax.Array, *, metric: str = "euclidean") -> jax.Array:
+    """Distances between matching rows: d(x_i, y_i), the diagonal of
+    ``pairwise_distances(x, y)`` without the [N, M] matrix.
+
+    Computed from the difference ``x_i - y_i`` (cosine: from the normalised
+    rows), which is exact where the matmul form loses ~1e-7 relative
+    accuracy; euclidean has value and gradient 0 for identical rows. A loss
+    that mines its pairs on a (stop-gradient) distance matrix and evaluates
+    only the mined pairs with this function has an O(N D) backward pass
+    instead of the two [N, M] GEMMs of the matrix.
+
+    Args:
+      x: [N, D] floating array.
+      y: [N, D] floating array.
+      metric: "euclidean", "squared_euclidean" or "cosine".
+
+    Returns:
+      [N] float32 distances, >= 0.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxmetric
+      >>> x = jnp.array([[0.0, 0.0], [1.0, 0.0]])
+      >>> y = jnp.array([[3.0, 4.0], [0.0, 1.0]])
+      >>> jaxmetric.distances.paired_distances(x, y, metric="cosine").tolist()
+      [1.0, 1.0]
+    """
+    _checks.check_choice(metric, DISTANCE_METRICS, "metric")
+    x, y = _prepare(x, y)
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"`y` must have the rows of `x` ({x.shape[0]}), got shape {y.shape}.")
+    if metric == "cosine":
+        return jnp.maximum(1.0 - jnp.sum(l2_normalize(x) * l2_normalize(y), axis=1), 0.0)
+    sq = jnp.sum(jnp.square(x - y), axis=1)
+    return safe_sqrt(sq) if metric == "euclidean" else sq

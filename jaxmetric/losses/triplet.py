@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from jaxmetric import _checks, parallel
 from jaxmetric import mining as mining_lib
-from jaxmetric.distances import DISTANCE_METRICS, pairwise_distances
+from jaxmetric.distances import DISTANCE_METRICS, paired_distances, pairwise_distances
 from jaxmetric.losses import _common
 
 
@@ -94,6 +94,8 @@ def triplet_margin_loss(
     _checks.check_choice(reduction, parallel.REDUCTIONS, "reduction")
     batch = _common.labelled_batch(embeddings, labels, mask, axis_name, normalize=normalize)
     dist = pairwise_distances(batch.anchors, batch.candidates, metric=metric)
+    if mining == "batch_hard":  # Only the mined pairs carry a gradient (below).
+        dist = jax.lax.stop_gradient(dist)
     pos, neg = batch.pair_masks()
     hinge = jax.nn.softplus if soft else jax.nn.relu
 
@@ -114,8 +116,12 @@ def triplet_margin_loss(
         losses = hinge(dist[:, :, None] - dist[:, None, :] + margin)
     elif mining == "batch_hard":
         pos_index, neg_index, valid = mining_lib.batch_hard(dist, pos, neg)
-        d_ap = jnp.take_along_axis(dist, pos_index[:, None], axis=1)[:, 0]
-        d_an = jnp.take_along_axis(dist, neg_index[:, None], axis=1)[:, 0]
+        # Mining reads the stop-gradient matrix; the loss only needs 2b
+        # distances, recomputed from the rows so the backward pass is O(b D)
+        # instead of two [b, M] GEMMs.
+        anchors, cands = batch.anchors, batch.candidates
+        d_ap = paired_distances(anchors, cands[pos_index], metric=metric)
+        d_an = paired_distances(anchors, cands[neg_index], metric=metric)
         losses = hinge(d_ap - d_an + margin)
     else:  # facenet_semi_hard
         neg_index, valid = mining_lib.facenet_semi_hard(dist, pos, neg)
@@ -128,36 +134,74 @@ def triplet_margin_loss(
 _FAR = 1e30
 
 
+def _sort_nonnegative(x: jax.Array) -> jax.Array:
+    """Sorts the rows of ``x`` (values >= 0, or the -1 sentinel) ascending.
+
+    The bit patterns of non-negative float32 values order like the values,
+    and XLA's CPU sort of int32 keys is several times faster than its float
+    sort (no NaN-aware comparator). ``abs`` maps -0.0 to +0.0, whose bits
+    would otherwise sort first; negative sentinels (all equal) sort first
+    either way.
+    """
+    x = jnp.where(x < 0, x, jnp.abs(x))
+    int_type = {4: jnp.int32, 8: jnp.int64}[x.dtype.itemsize]
+    keys = jax.lax.bitcast_convert_type(x, int_type)
+    return jax.lax.bitcast_convert_type(jnp.sort(keys, axis=1), x.dtype)
+
+
 def _sorted_hinge_sums(
     dist: jax.Array, pos: jax.Array, neg: jax.Array, *, margin: float, mining: str
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Hinge sums over mined triplets in O(b M log M), with no [b, M, M] array.
 
-    For anchor a and positive p with d = d(a, p), the mined negatives form a
-    window of a's sorted negative distances v: "all" takes v < d + m (the
-    others cost 0), "hard" v < d, "semi_hard" d < v < d + m. Every term in
-    the window is d + m - v > 0, so its sum is count * (d + m) minus a
-    difference of prefix sums of v. Sorting and gathering are differentiable,
-    so the gradient is exact: +1 per term on d(a, p), -1 on each d(a, n).
+    A triplet (a, p, n) is mined when d(a, n) lies in a window set by
+    d = d(a, p): "all" takes d(a, n) < hi = d + m (the others cost 0),
+    "hard" d(a, n) < hi = d, "semi_hard" lo = d < d(a, n) < hi = d + m.
+    Every mined term d + m - d(a, n) is > 0, so the anchor's sum of terms is
+
+        sum_p c_p * (d(a, p) + m)  -  sum_n w_n * d(a, n)
+
+    with c_p the number of negatives in p's window and w_n the number of
+    positives whose window holds n: two counts read off sorted rows with
+    ``searchsorted``. The counts are piecewise constant, so this linear form
+    also has the exact gradient (+c_p on d(a, p), -w_n on d(a, n)), and no
+    sort or gather needs differentiating. Windows with hi <= lo (m = 0, or m
+    below the float spacing of d) are empty.
 
     Returns per-anchor float32 [b] arrays: the sum of the terms, the number of
     mined triplets (all valid triplets for "all"), and the number of terms > 0.
     """
-    sorted_neg = jnp.sort(jnp.where(neg, dist, _FAR), axis=1)
-    prefix = jnp.concatenate(
-        [jnp.zeros_like(sorted_neg[:, :1]), jnp.cumsum(sorted_neg, axis=1)], axis=1
-    )
+    stopped = jax.lax.stop_gradient(dist)
+    num_cols = stopped.shape[1]
+    lo = stopped
+    hi = stopped + (0.0 if mining == "hard" else margin)
+    if mining == "semi_hard":
+        live = pos & (hi > lo)
+    else:
+        live = pos
+    # Sentinels: -1 sorts below every distance and enters no window.
+    lo_sorted = _sort_nonnegative(jnp.where(live, lo, -1.0))
+    hi_sorted = jnp.where(lo_sorted < 0, -1.0, lo_sorted + (0.0 if mining == "hard" else margin))
+    neg_sorted = _sort_nonnegative(jnp.where(neg, stopped, _FAR))
+
     count_below = jax.vmap(functools.partial(jnp.searchsorted, side="left"))
     count_at_or_below = jax.vmap(functools.partial(jnp.searchsorted, side="right"))
-    stopped = jax.lax.stop_gradient(dist)
-    hi = count_below(sorted_neg, stopped + (0.0 if mining == "hard" else margin))
-    lo = count_at_or_below(sorted_neg, stopped) if mining == "semi_hard" else jnp.zeros_like(hi)
-    window = (hi - lo).astype(dist.dtype)
-    window_sum = jnp.take_along_axis(prefix, hi, axis=1) - jnp.take_along_axis(prefix, lo, axis=1)
-    terms = jnp.where(pos, window * (dist + margin) - window_sum, 0.0)
-    nonzero = jnp.where(pos, window, 0.0)
+    # c_p: negatives v with v < hi_p (minus those with v <= lo_p for semi-hard).
+    c = count_below(neg_sorted, hi)
+    # w_n: positives with hi_p > v_n (minus those with lo_p >= v_n for semi-hard).
+    w = num_cols - count_at_or_below(hi_sorted, stopped)
+    if mining == "semi_hard":
+        c = c - count_at_or_below(neg_sorted, lo)
+        w = w - (num_cols - count_below(lo_sorted, stopped))
+    c = jnp.where(live, c, 0).astype(dist.dtype)
+    w = jnp.where(neg, w, 0).astype(dist.dtype)
+    # Every mined term is d(a, p) + m - d(a, n), whatever its window.
+    terms = jnp.sum(c * jnp.where(live, dist + margin, 0.0), axis=1) - jnp.sum(
+        w * jnp.where(neg, dist, 0.0), axis=1
+    )
+    nonzero = jnp.sum(c, axis=1)
     if mining == "all":
-        mined = jnp.sum(pos, axis=1) * jnp.sum(neg, axis=1)
+        mined = (jnp.sum(pos, axis=1) * jnp.sum(neg, axis=1)).astype(dist.dtype)
     else:
-        mined = jnp.sum(nonzero, axis=1)
-    return jnp.sum(terms, axis=1), mined.astype(dist.dtype), jnp.sum(nonzero, axis=1)
+        mined = nonzero
+    return terms, mined, nonzero
