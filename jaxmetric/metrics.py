@@ -699,7 +699,8 @@ def _verification(scores, is_same, *, max_false_accepts):
     below_or_equal = jnp.minimum(below_or_equal, num_neg)
     below = jnp.minimum(below, num_neg)
     u = jnp.sum(jnp.where(pos, below + 0.5 * (below_or_equal - below), 0.0))
-    auc = u / (num_pos * num_neg)
+    # In float: the int32 product P * N overflows past ~46k x 46k pairs.
+    auc = u / (num_pos.astype(jnp.float32) * num_neg.astype(jnp.float32))
 
     # Descending order; accept iff score >= threshold.
     order = jnp.argsort(-scores, stable=True)
