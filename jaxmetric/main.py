@@ -55,8 +55,14 @@ def main(argv: list[str]) -> None:
     if FLAGS.config is None:
         raise app.UsageError("--config is required to train.")
     from jaxmetric.train import train_and_evaluate
+    from jaxmetric.train.checkpoint import CheckpointError
+    from jaxmetric.train.trainer import NonFiniteStepsError
 
-    train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    try:
+        train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except (CheckpointError, NonFiniteStepsError) as err:
+        # The message says what to do; a traceback would only hide it.
+        sys.exit(f"jaxmetric: {err}")
 
 
 def run() -> None:

@@ -38,6 +38,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_every = 0  # kNN monitor on the held-out split; 0: only at the end
     c.checkpoint_every = 0  # 0: only at the end
     c.keep_checkpoints = 2
+    # A step whose loss or gradient is NaN / Inf is skipped (not applied) and
+    # counted; this many in a row stop the run (0: never), the last good
+    # checkpoint kept.
+    c.nan_guard = True
+    c.max_consecutive_skipped = 10
+    # Resume a workdir whose checkpoint another config wrote (see
+    # jaxmetric.train.checkpoint.RESUMABLE_FIELDS for the fields that may
+    # always differ).
+    c.allow_config_change = False
 
     c.dataset = ml_collections.ConfigDict(
         {
@@ -101,6 +110,43 @@ def _positive_int(c, name: str, value) -> None:
         raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
 
 
+def _non_negative_int(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"`{name}` must be an integer >= 0, got {value!r}.")
+
+
+def _boolean(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"`{name}` must be True or False, got {value!r}.")
+
+
+def _check_loss_kwargs(c: ml_collections.ConfigDict) -> None:
+    """``supervised.loss_kwargs`` against the kernel: unknown names and bad
+    values (e.g. an unknown ``mining``) fail here, by tracing the loss on
+    abstract inputs (``jax.eval_shape``: nothing is compiled or run)."""
+    import inspect
+
+    import jax
+    import jax.numpy as jnp
+
+    from jaxmetric import losses
+
+    fn = getattr(losses, c.supervised.loss)
+    kwargs = dict(c.supervised.loss_kwargs.to_dict())
+    params = inspect.signature(fn).parameters
+    for name in kwargs:
+        if name not in params or name in ("embeddings", "labels", "mask", "axis_name"):
+            raise ValueError(
+                f"`supervised.loss_kwargs.{name}` is not a hyper-parameter of {c.supervised.loss}."
+            )
+    emb = jax.ShapeDtypeStruct((c.supervised.samples_per_class * 2, c.model.embed_dim), jnp.float32)
+    labels = jax.ShapeDtypeStruct(emb.shape[:1], jnp.int32)
+    try:
+        jax.eval_shape(lambda e, y: fn(e, y, **kwargs), emb, labels)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"`supervised.loss_kwargs`: {err}") from err
+
+
 def validate_config(c: ml_collections.ConfigDict, num_devices: int, process_count: int = 1) -> None:
     """Checks a config against the device count; raises ValueError naming
     the first bad field. Runs before any model is built or compiled."""
@@ -110,6 +156,11 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int, process_coun
         _positive_int(c, name, c[name])
     if c.num_devices < 0:
         raise ValueError(f"`num_devices` must be >= 0, got {c.num_devices!r}.")
+    for name in ("seed", "eval_every", "checkpoint_every", "max_consecutive_skipped"):
+        _non_negative_int(name, c.get(name, 0))
+    _positive_int(c, "keep_checkpoints", c.keep_checkpoints)
+    for name in ("multihost", "nan_guard", "allow_config_change"):
+        _boolean(name, c.get(name, False))
     if c.batch_size % num_devices:
         raise ValueError(
             f"`batch_size`={c.batch_size} must be divisible by the number of devices {num_devices}."
@@ -122,6 +173,11 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int, process_coun
         raise ValueError(f"`dataset.name` must be one of {SOURCES}, got {c.dataset.name!r}.")
     if c.dataset.name == "tfds" and not c.dataset.tfds_name:
         raise ValueError("`dataset.tfds_name` must name a TFDS dataset when `dataset.name`='tfds'.")
+    if c.dataset.name == "digits" and not 0.0 < c.dataset.test_fraction < 1.0:
+        raise ValueError(
+            f"`dataset.test_fraction` must be in (0, 1), got {c.dataset.test_fraction!r}."
+        )
+    _non_negative_int("dataset.image_size", c.dataset.image_size)
     check_model_config(c.model)
     augment.check_augment_config(c.augment)
     if c.method in ("simclr", "moco") and c.augment.kind == "none":
@@ -172,5 +228,14 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int, process_coun
         raise ValueError(
             f"`optimizer.warmup_steps`={o.warmup_steps} must be in [0, num_steps={c.num_steps})."
         )
+    if not 0.0 <= o.momentum < 1.0:
+        raise ValueError(f"`optimizer.momentum` must be in [0, 1), got {o.momentum!r}.")
+    _non_negative_int("optimizer.warmup_steps", o.warmup_steps)
+    if o.name == "lars" and not o.trust_coefficient > 0:
+        raise ValueError(f"`optimizer.trust_coefficient` must be > 0, got {o.trust_coefficient!r}.")
     if c.eval.knn_k <= 0:
         raise ValueError(f"`eval.knn_k` must be > 0, got {c.eval.knn_k!r}.")
+    _positive_int(c, "eval.batch_size", c.eval.batch_size)
+    _non_negative_int("eval.max_examples", c.eval.max_examples)
+    if c.method == "supervised":
+        _check_loss_kwargs(c)

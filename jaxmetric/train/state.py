@@ -34,6 +34,9 @@ class TrainState:
       queue: MoCo's queue of negative keys [K, D] and its pointer, or None.
       skipped: int32 scalar, steps whose loss or gradient was not finite and
         that were therefore not applied.
+      consecutive_skipped: int32 scalar, how many of the latest steps in a row
+        were not finite (0 after a good step); the trainer stops the run when
+        it reaches ``config.max_consecutive_skipped``.
     """
 
     step: jax.Array
@@ -45,6 +48,9 @@ class TrainState:
     target_batch_stats: Any = None
     queue: MemoryQueue | None = None
     skipped: jax.Array = flax.struct.field(default_factory=lambda: jnp.zeros((), jnp.int32))
+    consecutive_skipped: jax.Array = flax.struct.field(
+        default_factory=lambda: jnp.zeros((), jnp.int32)
+    )
 
 
 def make_mesh(num_devices: int = 0) -> jax.sharding.Mesh:

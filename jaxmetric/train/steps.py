@@ -52,16 +52,24 @@ def _apply(
     loss: jax.Array,
     grads: Any,
     new_stats: Any,
+    *,
+    guard: bool = True,
     **replace: Any,
 ) -> TrainState:
     """Applies the update unless the loss or a gradient is NaN / Inf (then
-    the state is kept, only ``step`` and ``skipped`` advance)."""
+    the state is kept, only ``step``, ``skipped`` and ``consecutive_skipped``
+    advance). ``guard=False`` (config ``nan_guard``) applies every update but
+    still counts the non-finite ones."""
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ok = _all_finite(loss, grads)
     new = state.replace(params=params, batch_stats=new_stats, opt_state=opt_state, **replace)
-    kept = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state)
-    return kept.replace(step=state.step + 1, skipped=state.skipped + (~ok).astype(jnp.int32))
+    kept = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state) if guard else new
+    return kept.replace(
+        step=state.step + 1,
+        skipped=state.skipped + (~ok).astype(jnp.int32),
+        consecutive_skipped=jnp.where(ok, 0, state.consecutive_skipped + 1).astype(jnp.int32),
+    )
 
 
 def _forward(graphdef, params, batch_stats, x):
@@ -91,7 +99,7 @@ def simclr_step(
             return loss, stats
 
         (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        new = _apply(state, tx, loss, grads, stats)
+        new = _apply(state, tx, loss, grads, stats, guard=config.get("nan_guard", True))
         return new, {"loss": loss}
 
     return step
@@ -147,6 +155,7 @@ def moco_step(
             loss,
             grads,
             stats,
+            guard=config.get("nan_guard", True),
             target_params=target_params,
             target_batch_stats=target_stats,
             queue=new_queue,
@@ -174,7 +183,7 @@ def supervised_step(
             return loss_fn_kernel(z, y, axis_name=AXIS, **kwargs), stats
 
         (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        new = _apply(state, tx, loss, grads, stats)
+        new = _apply(state, tx, loss, grads, stats, guard=config.get("nan_guard", True))
         return new, {"loss": loss}
 
     return step

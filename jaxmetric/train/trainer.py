@@ -29,6 +29,14 @@ from jaxmetric.train.optim import make_optimizer
 from jaxmetric.train.state import AXIS, TrainState, create_train_state, make_mesh
 from jaxmetric.train.steps import make_embed_fn, make_train_step
 
+# Test hook (tests/test_crash_safety.py): seconds to sleep after each step, so
+# that a test can kill the process in the middle of a run.
+STEP_SLEEP_ENV = "JAXMETRIC_TEST_STEP_SLEEP"
+
+
+class NonFiniteStepsError(RuntimeError):
+    """Too many consecutive steps had a non-finite loss or gradient."""
+
 
 def _make_iterator(config: ml_collections.ConfigDict, train: sources.Split):
     kwargs = {
@@ -44,6 +52,44 @@ def _make_iterator(config: ml_collections.ConfigDict, train: sources.Split):
             **kwargs,
         )
     return input_pipeline.shuffled_batches(len(train), config.batch_size, **kwargs)
+
+
+# Fields that do not change what a train step computes.
+_NOT_IN_STEP = (
+    "allow_config_change",
+    "checkpoint_every",
+    "eval",
+    "eval_every",
+    "keep_checkpoints",
+    "log_every",
+    "max_consecutive_skipped",
+    "multihost",
+    "num_devices",
+    "seed",
+)
+_STEP_CACHE: dict[Any, Any] = {}
+_STEP_CACHE_SIZE = 4
+
+
+def _train_step(config: ml_collections.ConfigDict, graphdef, tx, mesh):
+    """``make_train_step``, memoised per (config, model structure, mesh): a
+    process that trains the same config again (a resumed run, the tests, a
+    notebook) reuses the compiled step instead of compiling it again. The
+    cached step closes over the optimizer of its first call, which the
+    config determines."""
+    fields = json.loads(config.to_json_best_effort())
+    for name in _NOT_IN_STEP:
+        fields.pop(name, None)
+    try:
+        key = (json.dumps(fields, sort_keys=True), graphdef, mesh)
+        hash(key)
+    except TypeError:
+        return make_train_step(config, graphdef, tx, mesh)
+    if key not in _STEP_CACHE:
+        if len(_STEP_CACHE) >= _STEP_CACHE_SIZE:
+            _STEP_CACHE.pop(next(iter(_STEP_CACHE)))
+        _STEP_CACHE[key] = make_train_step(config, graphdef, tx, mesh)
+    return _STEP_CACHE[key]
 
 
 def _global_batch(mesh, x: np.ndarray, y: np.ndarray) -> tuple[jax.Array, jax.Array]:
@@ -155,6 +201,27 @@ def _read_history(path: str) -> list[tuple[int, float]]:
         return [tuple(json.loads(line)) for line in f if line.strip()]
 
 
+def _truncate_history(path: str, step: int) -> None:
+    """Drops the loss-log lines after ``step``: a run killed after logging
+    but before its next checkpoint logs those steps again when it resumes.
+    A torn last line (killed mid-write) is dropped too."""
+    if not os.path.exists(path):
+        return
+    keep = []
+    with open(path) as f:
+        for line in f:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if entry[0] <= step:
+                keep.append(json.dumps(entry) + "\n")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(keep)
+    os.replace(tmp, path)
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -177,6 +244,17 @@ def train_and_evaluate(
 
     Returns:
       (final train state, metrics dict).
+
+    Raises:
+      ValueError: a bad config field (before anything is built or compiled).
+      jaxmetric.train.checkpoint.ConfigMismatchError: ``workdir`` holds a
+        checkpoint of another config (and ``config.allow_config_change`` is
+        False).
+      jaxmetric.train.checkpoint.CheckpointError: the latest checkpoint is
+        unreadable (the message names its step).
+      NonFiniteStepsError: ``config.max_consecutive_skipped`` steps in a row
+        had a non-finite loss or gradient; the checkpoints before them are
+        kept.
     """
     if config.multihost:
         jax.distributed.initialize()
@@ -184,6 +262,11 @@ def train_and_evaluate(
     validate_config(config, mesh.size, jax.process_count())
     os.makedirs(workdir, exist_ok=True)
     is_main = jax.process_index() == 0
+    ckpt = Checkpointer(workdir, config.keep_checkpoints)
+    if ckpt.latest_step() is not None:
+        # Before any data is loaded or anything compiled: a workdir of another
+        # run must not be silently continued with this config.
+        ckpt.check_config(config)
 
     train, test = sources.load(config.dataset)
     tx, schedule = make_optimizer(config.optimizer, config.batch_size, config.num_steps)
@@ -191,20 +274,23 @@ def train_and_evaluate(
     state = jax.device_put(state, NamedSharding(mesh, P()))
     iterator = _make_iterator(config, train)
 
-    ckpt = Checkpointer(workdir, config.keep_checkpoints)
+    history_path = os.path.join(workdir, "losses.jsonl")
     if ckpt.latest_step() is not None:
         state, data_state = ckpt.restore(state)
         iterator.set_state(data_state)
+        if is_main:
+            _truncate_history(history_path, int(state.step))
         print(f"Resumed from {workdir} at step {int(state.step)}.", file=sys.stderr)
+    elif is_main and os.path.exists(history_path):
+        os.remove(history_path)  # From a run that died before its first checkpoint.
 
-    step_fn = make_train_step(config, graphdef, tx, mesh)
+    step_fn = _train_step(config, graphdef, tx, mesh)
     embed = make_embed_fn(config, graphdef)
     writer = None
     if is_main:
         from tensorboardX import SummaryWriter
 
         writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
-    history_path = os.path.join(workdir, "losses.jsonl")
 
     start = int(state.step)
     end = config.num_steps if stop_after is None else min(stop_after, config.num_steps)
@@ -220,15 +306,41 @@ def train_and_evaluate(
         mininterval=0.5,
     )
     t_last, n_last = time.perf_counter(), start
+    guard = config.get("nan_guard", True)
+    max_bad = config.get("max_consecutive_skipped", 0)
+    bad_run = 0
+    step_sleep = float(os.environ.get(STEP_SLEEP_ENV, 0) or 0)
     for step in range(start, end):
+        if step_sleep:
+            time.sleep(step_sleep)
         idx = next(iterator)
         x, y = train.take(idx)
         x, y = _global_batch(mesh, x, y)
         state, metrics = step_fn(state, x, y)
         done = step + 1
         bar.update(1)
+        # One scalar read per step (a host sync) to stop a diverged run early.
+        bad_run = int(state.consecutive_skipped) if (max_bad or not guard) else 0
+        if max_bad and bad_run >= max_bad:
+            bar.close()
+            last = ckpt.latest_step()
+            where = (
+                f"the last good checkpoint is step {last} in {ckpt.directory}"
+                if last is not None
+                else "no checkpoint was written"
+            )
+            ckpt.close()
+            if writer is not None:
+                writer.close()
+            raise NonFiniteStepsError(
+                f"Stopped at step {done}: {bad_run} consecutive steps had a non-finite loss "
+                f"or gradient (`max_consecutive_skipped`={max_bad}; {int(state.skipped)} "
+                f"skipped in all); {where}. Lower the learning rate or check the data, "
+                "then rerun to resume from it."
+            )
         if done % config.log_every == 0 or done == end:
             loss = float(metrics["loss"])
+            skipped = int(state.skipped)
             now = time.perf_counter()
             throughput = (done - n_last) * config.batch_size / max(now - t_last, 1e-9)
             t_last, n_last = now, done
@@ -237,11 +349,13 @@ def train_and_evaluate(
                 writer.add_scalar("train/loss", loss, done)
                 writer.add_scalar("train/learning_rate", float(schedule(done - 1)), done)
                 writer.add_scalar("train/examples_per_second", throughput, done)
+                writer.add_scalar("train/skipped_steps", skipped, done)
                 with open(history_path, "a") as f:
                     f.write(json.dumps([done, loss]) + "\n")
             if not progress and is_main:
                 print(
-                    f"step {done}/{config.num_steps} loss {loss:.4f} {throughput:.0f} examples/s",
+                    f"step {done}/{config.num_steps} loss {loss:.4f} {throughput:.0f} examples/s"
+                    + (f" ({skipped} non-finite steps skipped)" if skipped else ""),
                     file=sys.stderr,
                 )
         if config.eval_every and done % config.eval_every == 0 and done < config.num_steps:
@@ -249,10 +363,17 @@ def train_and_evaluate(
             if is_main:
                 writer.add_scalar("eval/knn_accuracy", monitor["knn_accuracy"], done)
                 bar.write(f"step {done}: kNN monitor {100 * monitor['knn_accuracy']:.1f}%")
-        if config.checkpoint_every and done % config.checkpoint_every == 0 and done < end:
+        # No checkpoint in the middle of a run of bad steps: with a rotating
+        # max_to_keep it could push out the last good one.
+        if (
+            config.checkpoint_every
+            and done % config.checkpoint_every == 0
+            and done < end
+            and not bad_run
+        ):
             ckpt.save(done, state, iterator.get_state(), config)
     bar.close()
-    if end > start or ckpt.latest_step() is None:
+    if (end > start or ckpt.latest_step() is None) and (guard or not bad_run):
         ckpt.save(end, state, iterator.get_state(), config)
     ckpt.close()
 
