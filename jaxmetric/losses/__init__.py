@@ -6,6 +6,13 @@ from jaxmetric.losses.lifted import lifted_structure_loss
 from jaxmetric.losses.margin_softmax import arcface_loss, cosface_loss
 from jaxmetric.losses.moco import moco_loss
 from jaxmetric.losses.multi_similarity import multi_similarity_loss
+from jaxmetric.losses.noncontrastive import (
+    barlow_twins_loss,
+    byol_loss,
+    mocov3_loss,
+    simsiam_loss,
+    vicreg_loss,
+)
 from jaxmetric.losses.npair import npair_loss
 from jaxmetric.losses.ntxent import ntxent_loss, simclr_loss
 from jaxmetric.losses.pair import contrastive_loss
@@ -18,19 +25,24 @@ from jaxmetric.losses.xbm import xbm_loss
 __all__ = [
     "angular_loss",
     "arcface_loss",
+    "barlow_twins_loss",
+    "byol_loss",
     "circle_loss",
     "contrastive_loss",
     "cosface_loss",
     "lifted_structure_loss",
     "moco_loss",
+    "mocov3_loss",
     "multi_similarity_loss",
     "npair_loss",
     "ntxent_loss",
     "proxy_anchor_loss",
     "proxy_nca_loss",
     "simclr_loss",
+    "simsiam_loss",
     "soft_nearest_neighbor_loss",
     "supcon_loss",
     "triplet_margin_loss",
+    "vicreg_loss",
     "xbm_loss",
 ]
