@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import sys
@@ -84,10 +85,20 @@ def _manager(workdir: str):
         )
     import orbax.checkpoint as ocp
 
-    manager = ocp.CheckpointManager(
-        path,
-        options=ocp.CheckpointManagerOptions(create=False, read_only=True, max_to_keep=None),
-    )
+    # Read-only: opening a manager must not clean up or delete anything in a
+    # run's workdir. orbax logs a warning about that choice; hide it.
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)
+    try:
+        manager = ocp.CheckpointManager(
+            path,
+            options=ocp.CheckpointManagerOptions(
+                create=False, read_only=True, max_to_keep=None, save_interval_steps=0
+            ),
+        )
+    finally:
+        absl_logger.setLevel(level)
     if manager.latest_step() is None:
         manager.close()
         raise MissingCheckpointError(
