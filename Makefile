@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench compare clean
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ $(BENCH_VENV)/.installed: pyproject.toml
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python benchmarks/bench.py
 	$(BENCH_VENV)/bin/python benchmarks/report.py
+
+# Every SSL method on MNIST-1D with its recipe: kNN + linear probe, JSON + Markdown table.
+compare: $(VENV)/.installed
+	$(PY) benchmarks/compare.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) build *.egg-info .pytest_cache

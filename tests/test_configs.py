@@ -36,6 +36,7 @@ def test_all_recipes_present():
         "simclr_cifar10",
         "moco_v2_cifar10",
         "simclr_imagenet",
+        *(f"{m}_mnist1d" for m in ("byol", "simsiam", "barlow_twins", "vicreg", "mocov3")),
     }
     assert want <= set(RECIPES)
 
@@ -80,7 +81,9 @@ def test_recipe_builds_and_runs_one_step(name):
 @pytest.mark.parametrize(
     "field,value,match",
     [
-        ("method", "byol", "`method`"),
+        ("method", "dino", "`method`"),
+        ("method", "byol", "`model.predictor`"),  # BYOL without a predictor
+        ("barlow_twins.lambda_offdiag", -1.0, "`barlow_twins.lambda_offdiag`"),
         ("batch_size", 12, "`batch_size`=12 must be divisible by the number of devices 8"),
         ("moco.queue_size", 1000, "`moco.queue_size`=1000"),
         ("optimizer.name", "rmsprop", "`optimizer.name`"),
@@ -97,6 +100,8 @@ def test_bad_config_fails_before_data_and_compilation(monkeypatch, tmp_path, fie
         config.method = "moco"
     if field.startswith("supervised"):
         config.method = "supervised"
+    if field.startswith("barlow_twins"):
+        config.method = "barlow_twins"
 
     def no_data(*args, **kwargs):
         raise AssertionError("data loaded before the config was validated")

@@ -33,6 +33,9 @@ def _config(method: str):
         c.optimizer.weight_decay = 1e-4
     if method == "supervised":
         c.augment.kind = "none"
+    if method == "byol":
+        c.model.predictor = "mlp"  # with BN: global statistics per view
+        c.model.predictor_hidden = 16
     return c
 
 
@@ -58,7 +61,7 @@ def _run(config, num_devices: int, x, y):
     return states, losses
 
 
-@pytest.mark.parametrize("method", ["simclr", "moco", "supervised"])
+@pytest.mark.parametrize("method", ["simclr", "moco", "byol", "barlow_twins", "supervised"])
 def test_eight_devices_match_one_device_after_three_steps(method):
     assert jax.device_count() == 8
     config = _config(method)
@@ -75,6 +78,14 @@ def test_eight_devices_match_one_device_after_three_steps(method):
         a, b = getattr(one, name), getattr(eight, name)
         for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
             np.testing.assert_allclose(np.asarray(u), np.asarray(v), atol=1e-5, err_msg=name)
+    if method == "byol":
+        # The target moved towards the online network, but is not equal to it.
+        assert not np.allclose(
+            jax.tree.leaves(one.target_params)[0], jax.tree.leaves(one.params)[0]
+        )
+        assert not np.allclose(
+            jax.tree.leaves(one.target_params)[0], jax.tree.leaves(initial.params)[0]
+        )
     if method == "moco":
         # The queue received the 3 x 16 keys: pointer wrapped to 48 mod 32.
         assert int(one.queue.pointer) == (3 * BATCH) % config.moco.queue_size

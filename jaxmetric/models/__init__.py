@@ -2,9 +2,10 @@
 
 Every model is an ``Embedder``: an encoder f (features h, used by the linear
 probe) followed by a projection head g (embeddings z = g(h), fed to the loss
-and the kNN monitor). Models are used functionally by the trainer
-(``nnx.split`` / ``nnx.merge``); ``train`` selects batch or running
-BatchNorm statistics.
+and the kNN monitor) and, for BYOL / SimSiam / MoCo v3, a predictor q (an MLP
+on z, ``Embedder.predict``) that only the online branch uses. Models are
+used functionally by the trainer (``nnx.split`` / ``nnx.merge``); ``train``
+selects batch or running BatchNorm statistics.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from flax import nnx
 
 from jaxmetric.models.cnn import CNN1D, CNN2D
 from jaxmetric.models.init import INITS, check_init, dense_inits
-from jaxmetric.models.mlp import MLP, moco_v2_head, simclr_head
+from jaxmetric.models.mlp import MLP, moco_v2_head, predictor_head, simclr_head
 from jaxmetric.models.resnet import ResNet
 
 ENCODERS = ("mlp", "cnn1d", "cnn2d", "resnet18", "resnet50")
 HEADS = ("simclr", "moco_v2", "linear", "none")
+PREDICTORS = ("none", "mlp")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 __all__ = [
@@ -32,32 +34,46 @@ __all__ = [
     "HEADS",
     "INITS",
     "MLP",
+    "PREDICTORS",
     "ResNet",
     "build_model",
     "check_init",
     "dense_inits",
     "moco_v2_head",
+    "predictor_head",
     "simclr_head",
 ]
 
 
 class Embedder(nnx.Module):
-    """Encoder + projection head.
+    """Encoder + projection head (+ an optional predictor).
 
     Args:
       encoder: maps a batch to features [B, F]; has ``num_features``.
       head: maps features to embeddings [B, D], or None (z = h).
+      predictor: maps embeddings [B, D] to predictions [B, D] (BYOL, SimSiam,
+        MoCo v3), or None. Not applied by ``__call__``, so evaluation and
+        the momentum (target) branch never see it; see ``predict``.
     """
 
-    def __init__(self, encoder: nnx.Module, head: nnx.Module | None) -> None:
+    def __init__(
+        self, encoder: nnx.Module, head: nnx.Module | None, predictor: nnx.Module | None = None
+    ) -> None:
         self.encoder = encoder
         self.head = head
+        self.predictor = predictor
 
     def __call__(self, x: jax.Array, *, train: bool = True) -> tuple[jax.Array, jax.Array]:
         """Returns (features h [B, F], embeddings z [B, D]), both float32."""
         h = self.encoder(x, train=train)
         z = h if self.head is None else self.head(h, train=train)
         return h.astype(jnp.float32), z.astype(jnp.float32)
+
+    def predict(self, z: jax.Array, *, train: bool = True) -> jax.Array:
+        """The predictor's output q(z) [B, D], float32."""
+        if self.predictor is None:
+            raise ValueError("This model has no predictor: set `model.predictor`='mlp'.")
+        return self.predictor(z, train=train).astype(jnp.float32)
 
 
 def _encoder(cfg: ml_collections.ConfigDict, input_shape: tuple[int, ...], axis_name, dtype, rngs):
@@ -136,6 +152,12 @@ def check_model_config(cfg: ml_collections.ConfigDict) -> None:
         raise ValueError(f"`model.stem` must be 'cifar' or 'imagenet', got {cfg.stem!r}.")
     if cfg.head != "none" and cfg.embed_dim <= 0:
         raise ValueError(f"`model.embed_dim` must be > 0, got {cfg.embed_dim!r}.")
+    # .get: model configs written before the predictor existed have no such field.
+    predictor = cfg.get("predictor", "none")
+    if predictor not in PREDICTORS:
+        raise ValueError(f"`model.predictor` must be one of {PREDICTORS}, got {predictor!r}.")
+    if predictor != "none" and cfg.predictor_hidden <= 0:
+        raise ValueError(f"`model.predictor_hidden` must be > 0, got {cfg.predictor_hidden!r}.")
 
 
 def build_model(
@@ -170,6 +192,7 @@ def build_model(
             num_layers=cfg.head_layers,
             init=cfg.init,
             use_bn=cfg.head_bn,
+            final_bn=cfg.get("head_final_bn", False),
             axis_name=axis_name,
             dtype=dtype,
             rngs=rngs,
@@ -188,7 +211,19 @@ def build_model(
         head = MLP(feats, [], cfg.embed_dim, init=cfg.init, dtype=dtype, rngs=rngs)
     else:
         head = None
-    return Embedder(encoder, head)
+    predictor = None
+    if cfg.get("predictor", "none") == "mlp":
+        dim = feats if head is None else cfg.embed_dim
+        predictor = predictor_head(
+            dim,
+            hidden=cfg.predictor_hidden,
+            init=cfg.init,
+            use_bn=cfg.predictor_bn,
+            axis_name=axis_name,
+            dtype=dtype,
+            rngs=rngs,
+        )
+    return Embedder(encoder, head, predictor)
 
 
 def model_config() -> ml_collections.ConfigDict:
@@ -208,7 +243,12 @@ def model_config() -> ml_collections.ConfigDict:
             "head_hidden": 128,
             "head_layers": 2,
             "head_bn": False,
+            "head_final_bn": False,  # BN (no scale / bias) on z: SimSiam, MoCo v3
             "embed_dim": 16,
+            # BYOL / SimSiam / MoCo v3: dense(hidden) -> [BN] -> ReLU -> dense(embed_dim).
+            "predictor": "none",
+            "predictor_hidden": 64,
+            "predictor_bn": True,
             "dtype": "float32",
         }
     )

@@ -80,18 +80,25 @@ def simclr_head(
     num_layers: int = 2,
     init: str = "torch",
     use_bn: bool = True,
+    final_bn: bool = False,
     axis_name: str | None = None,
     dtype: jnp.dtype | None = None,
     rngs: nnx.Rngs,
 ) -> MLP:
     """SimCLR projection head g(h): ``num_layers`` dense layers, BN + ReLU
-    between them (SimCLR v1 appendix B.9 uses 2 layers, output 128)."""
+    between them (SimCLR v1 appendix B.9 uses 2 layers, output 128).
+
+    Also the projectors of the non-contrastive methods: BYOL (2 layers,
+    4096 -> 256), Barlow Twins and VICReg (3 layers of 8192), SimSiam (3
+    layers of 2048, ``final_bn``) and MoCo v3 (3 layers, 4096 -> 256,
+    ``final_bn``)."""
     return MLP(
         in_features,
         [hidden] * (num_layers - 1),
         out_features,
         init=init,
         use_bn=use_bn,
+        final_bn=final_bn,
         axis_name=axis_name,
         dtype=dtype,
         rngs=rngs,
@@ -117,6 +124,32 @@ def moco_v2_head(
         out_features,
         init=init,
         use_bn=False,
+        axis_name=axis_name,
+        dtype=dtype,
+        rngs=rngs,
+    )
+
+
+def predictor_head(
+    features: int,
+    *,
+    hidden: int = 4096,
+    init: str = "torch",
+    use_bn: bool = True,
+    axis_name: str | None = None,
+    dtype: jnp.dtype | None = None,
+    rngs: nnx.Rngs,
+) -> MLP:
+    """The predictor q(z) of BYOL / SimSiam / MoCo v3: dense(hidden) -> BN ->
+    ReLU -> dense(features), back to the embedding width (BYOL: 256 -> 4096
+    -> 256; SimSiam: 2048 -> 512 -> 2048, a bottleneck; MoCo v3: 256 -> 4096
+    -> 256)."""
+    return MLP(
+        features,
+        [hidden],
+        features,
+        init=init,
+        use_bn=use_bn,
         axis_name=axis_name,
         dtype=dtype,
         rngs=rngs,

@@ -13,7 +13,10 @@ from jaxmetric import augment
 from jaxmetric.data.sources import SOURCES
 from jaxmetric.models import check_model_config, model_config
 
-METHODS = ("simclr", "moco", "supervised")
+METHODS = ("simclr", "moco", "byol", "simsiam", "barlow_twins", "vicreg", "mocov3", "supervised")
+# Self-supervised methods (two augmented views) and those with a predictor head.
+SSL_METHODS = ("simclr", "moco", "byol", "simsiam", "barlow_twins", "vicreg", "mocov3")
+PREDICTOR_METHODS = ("byol", "simsiam", "mocov3")
 OPTIMIZERS = ("lars", "sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 LR_SCALINGS = ("none", "linear", "sqrt")
@@ -68,6 +71,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.simclr = ml_collections.ConfigDict({"temperature": 0.1})
     c.moco = ml_collections.ConfigDict(
         {"queue_size": 4096, "momentum": 0.99, "temperature": 0.2, "symmetric": False}
+    )
+    # Momentum: BYOL's cosine schedule from base to final (1.0) over num_steps.
+    c.byol = ml_collections.ConfigDict({"base_momentum": 0.99, "final_momentum": 1.0})
+    c.barlow_twins = ml_collections.ConfigDict({"lambda_offdiag": 5e-3})
+    c.vicreg = ml_collections.ConfigDict(
+        {"sim_weight": 25.0, "var_weight": 25.0, "cov_weight": 1.0}
+    )
+    c.mocov3 = ml_collections.ConfigDict(
+        {"temperature": 0.2, "base_momentum": 0.99, "final_momentum": 1.0}
     )
     c.supervised = ml_collections.ConfigDict(
         {
@@ -147,6 +159,29 @@ def _check_loss_kwargs(c: ml_collections.ConfigDict) -> None:
         raise ValueError(f"`supervised.loss_kwargs`: {err}") from err
 
 
+def _validate_noncontrastive(c: ml_collections.ConfigDict) -> None:
+    """BYOL, SimSiam, Barlow Twins, VICReg and MoCo v3 fields."""
+    if c.method in PREDICTOR_METHODS and c.model.predictor == "none":
+        raise ValueError(
+            f"`model.predictor` must not be 'none' for method {c.method!r} (it needs a predictor)."
+        )
+    if c.method in ("byol", "mocov3"):
+        block = c[c.method]
+        for name in ("base_momentum", "final_momentum"):
+            if not 0.0 <= block[name] <= 1.0:
+                raise ValueError(f"`{c.method}.{name}` must be in [0, 1], got {block[name]!r}.")
+    if c.method == "mocov3" and c.mocov3.temperature <= 0:
+        raise ValueError(f"`mocov3.temperature` must be > 0, got {c.mocov3.temperature!r}.")
+    if c.method == "barlow_twins" and c.barlow_twins.lambda_offdiag < 0:
+        raise ValueError(
+            f"`barlow_twins.lambda_offdiag` must be >= 0, got {c.barlow_twins.lambda_offdiag!r}."
+        )
+    if c.method == "vicreg":
+        for name in ("sim_weight", "var_weight", "cov_weight"):
+            if c.vicreg[name] < 0:
+                raise ValueError(f"`vicreg.{name}` must be >= 0, got {c.vicreg[name]!r}.")
+
+
 def validate_config(c: ml_collections.ConfigDict, num_devices: int, process_count: int = 1) -> None:
     """Checks a config against the device count; raises ValueError naming
     the first bad field. Runs before any model is built or compiled."""
@@ -180,7 +215,7 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int, process_coun
     _non_negative_int("dataset.image_size", c.dataset.image_size)
     check_model_config(c.model)
     augment.check_augment_config(c.augment)
-    if c.method in ("simclr", "moco") and c.augment.kind == "none":
+    if c.method in SSL_METHODS and c.augment.kind == "none":
         raise ValueError(f"`augment.kind` must not be 'none' for method {c.method!r} (two views).")
     if c.method == "simclr" and c.simclr.temperature <= 0:
         raise ValueError(f"`simclr.temperature` must be > 0, got {c.simclr.temperature!r}.")
@@ -196,6 +231,7 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int, process_coun
             raise ValueError(f"`moco.momentum` must be in [0, 1], got {m.momentum!r}.")
         if m.temperature <= 0:
             raise ValueError(f"`moco.temperature` must be > 0, got {m.temperature!r}.")
+    _validate_noncontrastive(c)
     if c.method == "supervised":
         s = c.supervised
         if s.loss not in SUPERVISED_LOSSES:

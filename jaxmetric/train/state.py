@@ -16,6 +16,8 @@ from jaxmetric.models import Embedder, build_model
 from jaxmetric.queue import MemoryQueue, init_queue
 
 AXIS = "data"
+# Methods whose state holds a momentum (EMA) copy of the model.
+MOMENTUM_METHODS = ("moco", "byol", "mocov3")
 
 
 @flax.struct.dataclass
@@ -28,8 +30,10 @@ class TrainState:
       batch_stats: its BatchNorm running statistics (may be empty).
       opt_state: optax state.
       key: raw uint32 PRNG key [2]; step t uses ``fold_in(key, t)``.
-      target_params: MoCo's momentum encoder parameters (EMA of params), or
-        None.
+      target_params: the momentum (target) encoder's parameters, an EMA of
+        ``params`` (MoCo, BYOL, MoCo v3), or None. The whole tree, predictor
+        included, so ``merge_model`` rebuilds it; the target never applies
+        its predictor.
       target_batch_stats: the momentum encoder's BatchNorm statistics, or None.
       queue: MoCo's queue of negative keys [K, D] and its pointer, or None.
       skipped: int32 scalar, steps whose loss or gradient was not finite and
@@ -93,10 +97,13 @@ def create_train_state(
         opt_state=tx.init(params),
         key=key,
     )
-    if config.method == "moco":
+    if config.method in MOMENTUM_METHODS:
         state = state.replace(
             target_params=jax.tree.map(jnp.copy, params),
             target_batch_stats=jax.tree.map(jnp.copy, batch_stats),
+        )
+    if config.method == "moco":
+        state = state.replace(
             queue=init_queue(config.moco.queue_size, config.model.embed_dim, key=queue_key),
         )
     return graphdef, state

@@ -1,4 +1,5 @@
-"""Train steps for SimCLR, MoCo v2 and supervised metric learning.
+"""Train steps for SimCLR, MoCo v2, BYOL, SimSiam, Barlow Twins, VICReg,
+MoCo v3 and supervised metric learning.
 
 Each step is a pure function of (state, local batch) written for one
 device's shard and wrapped as ``jax.jit(jax.shard_map(...))`` over the
@@ -15,6 +16,7 @@ same views and produce the same parameters.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -189,7 +191,246 @@ def supervised_step(
     return step
 
 
-STEPS = {"simclr": simclr_step, "moco": moco_step, "supervised": supervised_step}
+def momentum_schedule(base: float, final: float, step: jax.Array, num_steps: int) -> jax.Array:
+    r"""BYOL's cosine schedule of the EMA momentum, from ``base`` to ``final``:
+
+    .. math::
+        \tau_k = \tau_f - (\tau_f - \tau_b) \frac{\cos(\pi k / K) + 1}{2}
+
+    (Grill et al. 2020, section 3.2; MoCo v3 uses the same schedule).
+    """
+    frac = jnp.clip(step.astype(jnp.float32) / max(num_steps, 1), 0.0, 1.0)
+    return final - (final - base) * (jnp.cos(math.pi * frac) + 1.0) / 2.0
+
+
+def _two_views(state: TrainState, aug: Any, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    b = x.shape[0]
+    return (
+        augment.batch_views(aug, _view_keys(state, b, 0), x),
+        augment.batch_views(aug, _view_keys(state, b, 1), x),
+    )
+
+
+def _forward_views(graphdef, params, batch_stats, views, *, predict: bool):
+    """Runs the model on each view with BatchNorm statistics of that view
+    alone (global over the devices), as the BYOL, SimSiam, Barlow Twins,
+    VICReg and MoCo v3 code does with one forward pass per view.
+
+    The views go through ``jax.vmap`` rather than a Python loop: per-view
+    statistics, but one copy of the network in the compiled graph. The
+    running statistics take one update with the mean of the views' batch
+    statistics (PyTorch updates them once per pass, in turn; they only serve
+    evaluation).
+
+    Returns ([z per view], [prediction per view, or None], new batch stats).
+    """
+
+    def one(v):
+        model = merge_model(graphdef, params, batch_stats)
+        _, z = model(v, train=True)
+        p = model.predict(z, train=True) if predict else z
+        return z, p, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
+
+    z, p, stats = jax.vmap(one)(jnp.stack(views))
+    stats = jax.tree.map(lambda s: jnp.mean(s, axis=0), stats)
+    n = len(views)
+    return [z[i] for i in range(n)], [p[i] if predict else None for i in range(n)], stats
+
+
+def _momentum_targets(config, graphdef, state: TrainState, views, base: float, final: float):
+    """EMA update of the target network (before the forward pass, as in
+    ``moco_step``: the target used at step k is the EMA including the online
+    parameters after step k - 1, which is BYOL's end-of-step update), then
+    its projections of every view, without gradient."""
+    tau = momentum_schedule(base, final, state.step, config.num_steps)
+    target_params = ema_update(state.target_params, state.params, tau)
+    targets, _, target_stats = _forward_views(
+        graphdef, target_params, state.target_batch_stats, views, predict=False
+    )
+    return [jax.lax.stop_gradient(t) for t in targets], target_params, target_stats, tau
+
+
+def byol_step(
+    config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, tx: optax.GradientTransformation
+) -> StepFn:
+    """BYOL (Grill et al. 2020): the online network's prediction of each view
+    regresses the EMA target network's projection of the other view
+    (symmetric loss, eq. 2); the target's momentum follows a cosine schedule
+    from ``byol.base_momentum`` to ``byol.final_momentum``."""
+    aug, c = config.augment, config.byol
+
+    def step(state: TrainState, x: jax.Array, y: jax.Array):
+        del y
+        views = _two_views(state, aug, x)
+        (t1, t2), target_params, target_stats, tau = _momentum_targets(
+            config, graphdef, state, views, c.base_momentum, c.final_momentum
+        )
+
+        def loss_fn(params):
+            _, (p1, p2), stats = _forward_views(
+                graphdef, params, state.batch_stats, views, predict=True
+            )
+            loss = jaxmetric.byol_loss(p1, t2, axis_name=AXIS) + jaxmetric.byol_loss(
+                p2, t1, axis_name=AXIS
+            )
+            return loss, stats
+
+        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        new = _apply(
+            state,
+            tx,
+            loss,
+            grads,
+            stats,
+            guard=config.get("nan_guard", True),
+            target_params=target_params,
+            target_batch_stats=target_stats,
+        )
+        return new, {"loss": loss, "momentum": tau}
+
+    return step
+
+
+def simsiam_step(
+    config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, tx: optax.GradientTransformation
+) -> StepFn:
+    """SimSiam (Chen & He 2021): each view's prediction against the other
+    view's projection behind a stop-gradient, no momentum encoder:
+    L = D(p1, sg(z2)) / 2 + D(p2, sg(z1)) / 2."""
+    aug = config.augment
+
+    def step(state: TrainState, x: jax.Array, y: jax.Array):
+        del y
+        views = _two_views(state, aug, x)
+
+        def loss_fn(params):
+            (z1, z2), (p1, p2), stats = _forward_views(
+                graphdef, params, state.batch_stats, views, predict=True
+            )
+            loss = 0.5 * jaxmetric.simsiam_loss(p1, z2, axis_name=AXIS) + 0.5 * (
+                jaxmetric.simsiam_loss(p2, z1, axis_name=AXIS)
+            )
+            return loss, stats
+
+        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        new = _apply(state, tx, loss, grads, stats, guard=config.get("nan_guard", True))
+        return new, {"loss": loss}
+
+    return step
+
+
+def _paired_views_step(
+    config: ml_collections.ConfigDict,
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    loss_of: Callable[[jax.Array, jax.Array], jax.Array],
+) -> StepFn:
+    """A step for a loss of the two views' embeddings (Barlow Twins, VICReg):
+    one network, both branches carry gradient, no predictor, no EMA."""
+    aug = config.augment
+
+    def step(state: TrainState, x: jax.Array, y: jax.Array):
+        del y
+        views = _two_views(state, aug, x)
+
+        def loss_fn(params):
+            (z1, z2), _, stats = _forward_views(
+                graphdef, params, state.batch_stats, views, predict=False
+            )
+            return loss_of(z1, z2), stats
+
+        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        new = _apply(state, tx, loss, grads, stats, guard=config.get("nan_guard", True))
+        return new, {"loss": loss}
+
+    return step
+
+
+def barlow_twins_step(
+    config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, tx: optax.GradientTransformation
+) -> StepFn:
+    """Barlow Twins (Zbontar et al. 2021): the cross-correlation of the two
+    views' projections, over the global batch, towards the identity."""
+    lam = config.barlow_twins.lambda_offdiag
+
+    def loss_of(z1, z2):
+        return jaxmetric.barlow_twins_loss(z1, z2, lambda_offdiag=lam, axis_name=AXIS)
+
+    return _paired_views_step(config, graphdef, tx, loss_of)
+
+
+def vicreg_step(
+    config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, tx: optax.GradientTransformation
+) -> StepFn:
+    """VICReg (Bardes et al. 2022): invariance between the views, variance
+    and covariance regularisers on each, over the global batch."""
+    v = config.vicreg
+
+    def loss_of(z1, z2):
+        return jaxmetric.vicreg_loss(
+            z1,
+            z2,
+            sim_weight=v.sim_weight,
+            var_weight=v.var_weight,
+            cov_weight=v.cov_weight,
+            axis_name=AXIS,
+        )
+
+    return _paired_views_step(config, graphdef, tx, loss_of)
+
+
+def mocov3_step(
+    config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, tx: optax.GradientTransformation
+) -> StepFn:
+    """MoCo v3 (Chen, Xie & He 2021): online encoder + predictor gives the
+    queries, the momentum encoder (no predictor; cosine momentum schedule)
+    the keys; no queue, the other keys of the global batch are the
+    negatives; symmetric loss ctr(q1, k2) + ctr(q2, k1)."""
+    aug, c = config.augment, config.mocov3
+
+    def step(state: TrainState, x: jax.Array, y: jax.Array):
+        del y
+        views = _two_views(state, aug, x)
+        (k1, k2), target_params, target_stats, tau = _momentum_targets(
+            config, graphdef, state, views, c.base_momentum, c.final_momentum
+        )
+
+        def loss_fn(params):
+            _, (q1, q2), stats = _forward_views(
+                graphdef, params, state.batch_stats, views, predict=True
+            )
+            t = c.temperature
+            loss = jaxmetric.mocov3_loss(q1, k2, temperature=t, axis_name=AXIS) + (
+                jaxmetric.mocov3_loss(q2, k1, temperature=t, axis_name=AXIS)
+            )
+            return loss, stats
+
+        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        new = _apply(
+            state,
+            tx,
+            loss,
+            grads,
+            stats,
+            guard=config.get("nan_guard", True),
+            target_params=target_params,
+            target_batch_stats=target_stats,
+        )
+        return new, {"loss": loss, "momentum": tau}
+
+    return step
+
+
+STEPS = {
+    "simclr": simclr_step,
+    "moco": moco_step,
+    "byol": byol_step,
+    "simsiam": simsiam_step,
+    "barlow_twins": barlow_twins_step,
+    "vicreg": vicreg_step,
+    "mocov3": mocov3_step,
+    "supervised": supervised_step,
+}
 
 
 def make_train_step(
