@@ -12,14 +12,45 @@ import jax
 import jax.numpy as jnp
 
 
+def upcast(x: jax.Array) -> jax.Array:
+    """``x`` as float32 (or wider), with a gradient that saturates at the
+    input dtype's largest finite value on the way back.
+
+    A float16 input's gradient is cast back to float16, whose range ends at
+    65504: a legitimate float32 gradient of 1e6 (e.g. through the L2
+    normalisation of a row of norm 1e-6) would become Inf there and poison
+    the optimizer. Saturating keeps it finite and of the right sign; NaN
+    stays NaN.
+    """
+    dtype = x.dtype
+    wide = jnp.promote_types(dtype, jnp.float32)
+    if dtype == wide:
+        return x
+
+    @jax.custom_vjp
+    def cast(x):
+        return x.astype(wide)
+
+    def fwd(x):
+        return cast(x), None
+
+    def bwd(_, g):
+        big = jnp.finfo(dtype).max.astype(g.dtype)
+        return (jnp.clip(g, -big, big).astype(dtype),)
+
+    cast.defvjp(fwd, bwd)
+    return cast(x)
+
+
 def check_embeddings(x: jax.Array, name: str = "embeddings") -> jax.Array:
-    """Checks a [B, D] floating array and returns it upcast to float32."""
+    """Checks a [B, D] floating array and returns it upcast to float32 (see
+    ``upcast`` for its gradient)."""
     x = jnp.asarray(x)
     if x.ndim != 2:
         raise ValueError(f"`{name}` must be 2-D [batch, dim], got shape {x.shape}.")
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"`{name}` must be a floating array, got dtype {x.dtype}.")
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    return upcast(x)
 
 
 def check_labels(labels: jax.Array, batch: int, name: str = "labels") -> jax.Array:
@@ -81,3 +112,35 @@ def check_choice(value: str, choices: Sequence[str], name: str) -> str:
             f"Unknown `{name}` {value!r}; expected one of {', '.join(map(repr, choices))}."
         )
     return value
+
+
+def check_miner_inputs(
+    dist: jax.Array,
+    positive_mask: jax.Array,
+    negative_mask: jax.Array,
+    dist_name: str = "dist",
+) -> jax.Array:
+    """Checks a miner's [b, M] distance (or similarity) matrix and its two
+    [b, M] pair masks; returns ``dist`` as a float array."""
+    dist = jnp.asarray(dist)
+    if dist.ndim != 2:
+        raise ValueError(
+            f"`{dist_name}` must be 2-D [anchors, candidates], got shape {dist.shape}."
+        )
+    for name, m in (("positive_mask", positive_mask), ("negative_mask", negative_mask)):
+        shape = jnp.shape(m)
+        if shape != dist.shape:
+            raise ValueError(
+                f"`{name}` must have the shape of `{dist_name}` {dist.shape}, got {shape}."
+            )
+    return dist
+
+
+def check_integer_labels(labels: jax.Array, name: str = "labels") -> jax.Array:
+    """Checks 1-D integer labels of any length and returns them as int32."""
+    labels = jnp.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"`{name}` must be 1-D, got shape {labels.shape}.")
+    if not (jnp.issubdtype(labels.dtype, jnp.integer) or labels.dtype == jnp.bool_):
+        raise ValueError(f"`{name}` must be integers, got dtype {labels.dtype}.")
+    return labels.astype(jnp.int32)

@@ -57,9 +57,7 @@ def pair_masks(
       >>> pos.astype(int).tolist()
       [[0, 1, 0], [1, 0, 0], [0, 0, 0]]
     """
-    labels = jnp.asarray(labels)
-    if labels.ndim != 1:
-        raise ValueError(f"`labels` must be 1-D, got shape {labels.shape}.")
+    labels = _checks.check_integer_labels(labels)
     batch = labels.shape[0]
     mask = _checks.check_mask(mask, batch)
     if reference_labels is None:
@@ -68,9 +66,7 @@ def pair_masks(
             reference_mask = mask
         if anchor_index is None:
             anchor_index = jnp.arange(batch)
-    reference_labels = jnp.asarray(reference_labels)
-    if reference_labels.ndim != 1:
-        raise ValueError(f"`reference_labels` must be 1-D, got shape {reference_labels.shape}.")
+    reference_labels = _checks.check_integer_labels(reference_labels, "reference_labels")
     num_ref = reference_labels.shape[0]
     reference_mask = _checks.check_mask(reference_mask, num_ref, "reference_mask")
     valid = mask[:, None] & reference_mask[None, :]
@@ -84,6 +80,7 @@ def pair_masks(
 
 def triplet_mask(positive_mask: jax.Array, negative_mask: jax.Array) -> jax.Array:
     """All valid triplets (batch-all): [b, M, M] bool, t[a, p, n] = pos[a, p] & neg[a, n]."""
+    _checks.check_miner_inputs(positive_mask, positive_mask, negative_mask, "positive_mask")
     return positive_mask[:, :, None] & negative_mask[:, None, :]
 
 
@@ -91,6 +88,7 @@ def hard_triplet_mask(
     dist: jax.Array, positive_mask: jax.Array, negative_mask: jax.Array
 ) -> jax.Array:
     """Hard triplets: valid (a, p, n) with d(a, n) < d(a, p). [b, M, M] bool."""
+    dist = _checks.check_miner_inputs(dist, positive_mask, negative_mask)
     dist = jax.lax.stop_gradient(dist)
     harder = dist[:, None, :] < dist[:, :, None]
     return triplet_mask(positive_mask, negative_mask) & harder
@@ -107,6 +105,8 @@ def semi_hard_triplet_mask(
 
     Returns [b, M, M] bool. Reference: Schroff et al., "FaceNet", CVPR 2015.
     """
+    dist = _checks.check_miner_inputs(dist, positive_mask, negative_mask)
+    _checks.check_non_negative(margin, "margin")
     dist = jax.lax.stop_gradient(dist)
     d_ap = dist[:, :, None]
     d_an = dist[:, None, :]
@@ -131,6 +131,7 @@ def batch_hard(
       the chosen positive and negative, and whether the anchor has both (PML's
       BatchHardMiner drops the others).
     """
+    dist = _checks.check_miner_inputs(dist, positive_mask, negative_mask)
     dist = jax.lax.stop_gradient(dist)
     pos_index = jnp.argmax(jnp.where(positive_mask, dist, -jnp.inf), axis=1)
     neg_index = jnp.argmin(jnp.where(negative_mask, dist, jnp.inf), axis=1)
@@ -156,6 +157,7 @@ def facenet_semi_hard(
       of its negative, and whether (a, p) is a positive pair whose anchor has a
       negative at all.
     """
+    dist = _checks.check_miner_inputs(dist, positive_mask, negative_mask)
     dist = jax.lax.stop_gradient(dist)
     d_ap = dist[:, :, None]
     d_an = dist[:, None, :]
@@ -205,6 +207,7 @@ def multi_similarity_mask(
       ([[False, True, False, False]], [[False, False, False, True]])
     """
     _checks.check_non_negative(epsilon, "epsilon")
+    sim = _checks.check_miner_inputs(sim, positive_mask, negative_mask, "sim")
     sim = jax.lax.stop_gradient(sim)
     hardest_negative = jnp.max(jnp.where(negative_mask, sim, -jnp.inf), axis=1, keepdims=True)
     hardest_positive = jnp.min(jnp.where(positive_mask, sim, jnp.inf), axis=1, keepdims=True)

@@ -19,6 +19,7 @@ def _global_log1p_sum_exp(logits: jax.Array, where: jax.Array, axis_name: str | 
     logits = jnp.where(where, logits, _common.NEG_LARGE)
     shift = jax.lax.stop_gradient(jnp.max(logits, axis=0))
     if axis_name is not None:
+        parallel.axis_size(axis_name)  # A clear error when the axis is not bound.
         shift = jax.lax.pmax(shift, axis_name)
     shift = jnp.maximum(shift, 0.0)  # >= the exp(0) term: total >= 1 term of 1.
     local = jnp.sum(jnp.where(where, jnp.exp(logits - shift), 0.0), axis=0)
