@@ -43,6 +43,9 @@ def run(tmp_path_factory):
     # split keep the evaluation's compiles and sorts small.
     config.num_devices = 2
     config.eval.max_examples = 300
+    # Encoder features of the embeddings' width (64, as the raw 8x8 pixels):
+    # every metric compiles once for the three columns.
+    config.model.mlp_hidden = (128, 64)
     state, _ = train_and_evaluate(config, str(workdir), run_eval=False, progress=False)
     (workdir / "metrics.json").write_text(json.dumps({"step": STEPS, "knn_accuracy": 0.5}))
     return workdir, state
@@ -114,16 +117,24 @@ def test_evaluate_workdir(run, reference):
     assert "MAP@R" in table and "raw inputs" in table and "k-means NMI" in table
 
 
-def test_cli_subprocess(run, reference):
-    """``python -m jaxmetric.main --mode=evaluate`` in its own process (one CPU
-    device, config read from the checkpoint)."""
+def test_console_script(run, reference, capsys):
+    """``jaxmetric evaluate --workdir=DIR`` (the console script's entry point,
+    in-process so the compiled metrics are reused; the config is read from
+    the checkpoint)."""
     workdir, _ = run
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    cmd = [sys.executable, "-m", "jaxmetric.main", "--mode=evaluate", f"--workdir={workdir}"]
-    cmd += ["--embedding_map=none", "--nobaseline"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "precision@1" in proc.stdout and "raw inputs" not in proc.stdout
+    argv = ["jaxmetric", "evaluate", f"--workdir={workdir}", "--embedding_map=none"]
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(sys, "argv", argv + ["--nobaseline"])
+    # absl keeps flag values between parses: start from the defaults (no --config).
+    main.FLAGS.unparse_flags()
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main.run()
+    finally:
+        monkeypatch.undo()
+    assert not exit_info.value.code
+    out = capsys.readouterr().out
+    assert "precision@1" in out and "raw inputs" not in out
     ev = json.loads((workdir / "metrics.json").read_text())["evaluate"]
     assert ev["raw_inputs"] == {} and ev["embedding_map"] is None
     assert ev["embeddings"]["precision_at_1"] == pytest.approx(
@@ -131,18 +142,20 @@ def test_cli_subprocess(run, reference):
     )
 
 
-def test_missing_checkpoint(tmp_path, monkeypatch):
+def test_missing_checkpoint(tmp_path):
     with pytest.raises(evaluate_cli.MissingCheckpointError, match="No checkpoint"):
         evaluate_cli.evaluate_workdir(str(tmp_path))
     assert not (tmp_path / "checkpoints").exists()  # nothing created
     (tmp_path / "checkpoints").mkdir()
     with pytest.raises(evaluate_cli.MissingCheckpointError, match="no saved step"):
         evaluate_cli.evaluate_workdir(str(tmp_path))
-    # The console script: `jaxmetric evaluate --workdir=...` exits with the message.
-    monkeypatch.setattr(sys, "argv", ["jaxmetric", "evaluate", f"--workdir={tmp_path}"])
-    with pytest.raises(SystemExit) as exit_info:
-        main.run()
-    assert "No checkpoint" in str(exit_info.value.code)
+    # `python -m jaxmetric.main --mode=evaluate` in its own process: exits with the message.
+    cmd = [sys.executable, "-m", "jaxmetric.main", "--mode=evaluate", f"--workdir={tmp_path}"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "jaxmetric evaluate: No checkpoint" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
 
 
 def test_roc_auc_of_many_pairs():

@@ -311,7 +311,8 @@ def evaluate_workdir(
     *,
     embedding_map: str = "tsne",
     baseline: bool = True,
-    out: TextIO | None = sys.stdout,
+    print_table: bool = True,
+    out: TextIO | None = None,
 ) -> dict[str, Any]:
     """Evaluates the latest checkpoint of ``workdir``; what ``jaxmetric evaluate`` runs.
 
@@ -321,7 +322,8 @@ def evaluate_workdir(
       embedding_map: "tsne", "pca" or "none": the 2-D projection of the
         held-out embeddings drawn into ``<workdir>/embedding_map.png``.
       baseline: also score the raw inputs (bundled datasets only).
-      out: where the table goes (None: nowhere).
+      print_table: print a header line, the table and the files written.
+      out: where they go (None: ``sys.stdout`` at call time).
 
     Returns:
       The ``"evaluate"`` section written into ``<workdir>/metrics.json``:
@@ -373,7 +375,8 @@ def evaluate_workdir(
     with open(path, "w") as f:
         json.dump(data, f, indent=2)
 
-    if out is not None:
+    if print_table:
+        out = sys.stdout if out is None else out
         print(
             f"jaxmetric evaluate: {workdir} | {config.method} on {config.dataset.name} | "
             f"step {emb.step} | train {section['num_train']}, held-out {section['num_test']}",
