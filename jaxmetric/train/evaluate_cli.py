@@ -289,7 +289,7 @@ def format_table(results: dict[str, dict[str, float]], knn_k: int) -> str:
         " | ".join(
             c.ljust(w) if i == 0 else c.rjust(w)
             for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        )
+        ).rstrip()
         for r in rows
     ]
     lines.insert(1, "-+-".join("-" * w for w in widths))
