@@ -21,9 +21,9 @@ REPO_URL = "https://github.com/jaxmetric/jaxmetric"
 
 def setup_cell(purpose: str) -> str:
     """The first code cell: the SMALL flag and the Colab-only install."""
-    return f'''SMALL = False  # True: {purpose} (the tests set this)
+    return f'''import sys
 
-import sys
+SMALL = False  # True: {purpose} (the tests set this)
 
 if "google.colab" in sys.modules:
     # Colab only (never in the tests): fetch jaxmetric with its configs/ and install it.
@@ -135,9 +135,7 @@ from sklearn.model_selection import train_test_split
 digits = load_digits()
 x = (digits.data / 16.0).astype(np.float32)  # [1797, 64], pixels in [0, 1]
 y = digits.target.astype(np.int32)
-x_train, x_test, y_train, y_test = train_test_split(
-    x, y, test_size=0.5, random_state=0, stratify=y
-)
+x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.5, random_state=0, stratify=y)
 STEPS = 100 if SMALL else 600
 BATCH = 128
 
@@ -263,7 +261,6 @@ toy = (centers[toy_labels] + 0.45 * rng.normal(size=(36, 2))).astype(np.float32)
 margin = 0.5
 
 
-
 @jax.jit
 def mine(points, labels):
     dist = jaxmetric.pairwise_distances(points)  # euclidean, [36, 36]
@@ -298,7 +295,11 @@ ax.scatter(toy[same, 0], toy[same, 1], c="tab:blue", s=40, label="positive")
 ax.scatter(*toy[a], marker="*", s=300, c="black", label="anchor")
 ax.plot(*zip(toy[a], toy[p], strict=True), c="tab:blue", lw=2, label="batch-hard positive")
 ax.scatter(
-    *toy[int(n_idx[a])], s=160, facecolors="none", edgecolors="black", lw=2,
+    *toy[int(n_idx[a])],
+    s=160,
+    facecolors="none",
+    edgecolors="black",
+    lw=2,
     label="batch-hard negative",
 )
 for r, style in ((float(dist[a, p]), "-"), (float(dist[a, p]) + margin, "--")):
