@@ -34,6 +34,15 @@ def _config(num_devices: int):
     c.num_steps = 6
     c.log_every = 2
     c.num_devices = num_devices
+    # SGD, not the recipe's Adam: these tests compare runs on different
+    # device counts at 1e-5, and a different device count sums the gradients
+    # in another order. Adam divides each gradient element by its own RMS, so
+    # elements at round-off level (~1e-9 here, differing by a few percent
+    # between 1 and 8 devices) become steps of ~lr / 10: a fresh 8-device run
+    # left the 1-device one by 5e-3 in 3 steps. SGD keeps round-off at
+    # round-off (~1e-7), so any difference above 1e-5 is a real resume bug.
+    c.optimizer.name = "sgd"
+    c.optimizer.learning_rate = 0.05
     return c
 
 
