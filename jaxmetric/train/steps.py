@@ -250,30 +250,32 @@ def _momentum_targets(config, graphdef, state: TrainState, views, base: float, f
     return [jax.lax.stop_gradient(t) for t in targets], target_params, target_stats, tau
 
 
-def byol_step(
-    config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, tx: optax.GradientTransformation
+def _momentum_predictor_step(
+    config: ml_collections.ConfigDict,
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    schedule: ml_collections.ConfigDict,
+    loss_of: Callable[[jax.Array, jax.Array], jax.Array],
 ) -> StepFn:
-    """BYOL (Grill et al. 2020): the online network's prediction of each view
-    regresses the EMA target network's projection of the other view
-    (symmetric loss, eq. 2); the target's momentum follows a cosine schedule
-    from ``byol.base_momentum`` to ``byol.final_momentum``."""
-    aug, c = config.augment, config.byol
+    """A step whose online predictions of each view regress or contrast the
+    momentum (EMA) target's projections of the other view, symmetrically:
+    ``loss_of(p1, t2) + loss_of(p2, t1)`` (BYOL, MoCo v3). The target's
+    momentum follows a cosine schedule from ``schedule.base_momentum`` to
+    ``schedule.final_momentum``."""
+    aug = config.augment
 
     def step(state: TrainState, x: jax.Array, y: jax.Array):
         del y
         views = _two_views(state, aug, x)
         (t1, t2), target_params, target_stats, tau = _momentum_targets(
-            config, graphdef, state, views, c.base_momentum, c.final_momentum
+            config, graphdef, state, views, schedule.base_momentum, schedule.final_momentum
         )
 
         def loss_fn(params):
             _, (p1, p2), stats = _forward_views(
                 graphdef, params, state.batch_stats, views, predict=True
             )
-            loss = jaxmetric.byol_loss(p1, t2, axis_name=AXIS) + jaxmetric.byol_loss(
-                p2, t1, axis_name=AXIS
-            )
-            return loss, stats
+            return loss_of(p1, t2) + loss_of(p2, t1), stats
 
         (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         new = _apply(
@@ -289,6 +291,20 @@ def byol_step(
         return new, {"loss": loss, "momentum": tau}
 
     return step
+
+
+def byol_step(
+    config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, tx: optax.GradientTransformation
+) -> StepFn:
+    """BYOL (Grill et al. 2020): the online network's prediction of each view
+    regresses the EMA target network's projection of the other view
+    (symmetric loss, eq. 2); the target's momentum follows a cosine schedule
+    from ``byol.base_momentum`` to ``byol.final_momentum``."""
+
+    def loss_of(prediction, target):
+        return jaxmetric.byol_loss(prediction, target, axis_name=AXIS)
+
+    return _momentum_predictor_step(config, graphdef, tx, config.byol, loss_of)
 
 
 def simsiam_step(
@@ -386,39 +402,12 @@ def mocov3_step(
     queries, the momentum encoder (no predictor; cosine momentum schedule)
     the keys; no queue, the other keys of the global batch are the
     negatives; symmetric loss ctr(q1, k2) + ctr(q2, k1)."""
-    aug, c = config.augment, config.mocov3
+    c = config.mocov3
 
-    def step(state: TrainState, x: jax.Array, y: jax.Array):
-        del y
-        views = _two_views(state, aug, x)
-        (k1, k2), target_params, target_stats, tau = _momentum_targets(
-            config, graphdef, state, views, c.base_momentum, c.final_momentum
-        )
+    def loss_of(queries, keys):
+        return jaxmetric.mocov3_loss(queries, keys, temperature=c.temperature, axis_name=AXIS)
 
-        def loss_fn(params):
-            _, (q1, q2), stats = _forward_views(
-                graphdef, params, state.batch_stats, views, predict=True
-            )
-            t = c.temperature
-            loss = jaxmetric.mocov3_loss(q1, k2, temperature=t, axis_name=AXIS) + (
-                jaxmetric.mocov3_loss(q2, k1, temperature=t, axis_name=AXIS)
-            )
-            return loss, stats
-
-        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        new = _apply(
-            state,
-            tx,
-            loss,
-            grads,
-            stats,
-            guard=config.get("nan_guard", True),
-            target_params=target_params,
-            target_batch_stats=target_stats,
-        )
-        return new, {"loss": loss, "momentum": tau}
-
-    return step
+    return _momentum_predictor_step(config, graphdef, tx, c, loss_of)
 
 
 STEPS = {
