@@ -67,7 +67,7 @@ def _cases() -> list[Case]:
             "jaxmetric_blockwise",
             32768,
             repeats=1,
-            extra={"block_size": 256},
+            extra={"block_size": 512},
         )
     )
     return cases
@@ -114,7 +114,7 @@ def _build_jax(case: Case, emb, labels):
 
     n = case.size
     blockwise = case.impl == "jaxmetric_blockwise"
-    block = case.extra.get("block_size", 1024 if blockwise else None)
+    block = case.extra.get("block_size", 512 if blockwise else None)
     if case.kind == "ntxent":
         if case.impl == "optax":
             ids = jnp.concatenate([jnp.arange(n), jnp.arange(n)])

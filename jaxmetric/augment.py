@@ -48,6 +48,8 @@ def mnist1d_view(
     offset: float = 0.0,
     noise: float = 0.0,
     scale: float = 0.0,
+    slope_std: float = 0.0,
+    offset_std: float = 0.0,
 ) -> jax.Array:
     """One random view of an MNIST-1D signal x [L].
 
@@ -61,6 +63,11 @@ def mnist1d_view(
       noise: i.i.d. Gaussian noise of this standard deviation is added.
       scale: the trend-free signal is multiplied by a ~ U(1 - scale,
         1 + scale) (MNIST-1D's amplitude scaling).
+      slope_std: a Gaussian slope s ~ N(0, slope_std) per sample step is
+        added, centred on the middle of the signal. The notebook draws its
+        new trend this way, with the data's own spread (0.04).
+      offset_std: a Gaussian offset ~ N(0, offset_std) is added (the
+        notebook: 0.3, the data's own spread).
 
     Returns:
       The view [L], float32.
@@ -73,6 +80,10 @@ def mnist1d_view(
     t = jnp.linspace(0.0, 1.0, x.shape[0])
     x = x + jax.random.uniform(k_slope, (), minval=-slope, maxval=slope) * t
     x = x + jax.random.uniform(k_off, (), minval=-offset, maxval=offset)
+    # Folded from k_noise so that the uniform draws above keep their keys.
+    g_slope, g_offset = jax.random.normal(jax.random.fold_in(k_noise, 1), (2,))
+    steps = jnp.arange(x.shape[0]) - (x.shape[0] - 1) / 2
+    x = x + slope_std * g_slope * steps + offset_std * g_offset
     return x + noise * jax.random.normal(k_noise, x.shape)
 
 
@@ -241,6 +252,8 @@ def augment_config() -> ml_collections.ConfigDict:
             "offset": 0.0,
             "noise": 0.0,
             "scale": 0.0,
+            "slope_std": 0.0,
+            "offset_std": 0.0,
             # simclr_image
             "size": 32,
             "crop_scale": (0.08, 1.0),
@@ -259,6 +272,10 @@ def check_augment_config(cfg: ml_collections.ConfigDict) -> None:
         raise ValueError(f"`augment.kind` must be one of {KINDS}, got {cfg.kind!r}.")
     if cfg.kind == "mnist1d" and cfg.max_shift < 0:
         raise ValueError(f"`augment.max_shift` must be >= 0, got {cfg.max_shift!r}.")
+    if cfg.kind == "mnist1d":
+        for name in ("slope", "offset", "noise", "scale", "slope_std", "offset_std"):
+            if cfg[name] < 0:
+                raise ValueError(f"`augment.{name}` must be >= 0, got {cfg[name]!r}.")
     if cfg.kind == "simclr_image":
         lo, hi = cfg.crop_scale
         if not 0 < lo <= hi <= 1:
@@ -281,6 +298,8 @@ def view(cfg: ml_collections.ConfigDict, key: jax.Array, x: jax.Array) -> jax.Ar
             offset=cfg.offset,
             noise=cfg.noise,
             scale=cfg.scale,
+            slope_std=cfg.slope_std,
+            offset_std=cfg.offset_std,
         )
     if cfg.kind == "simclr_image":
         return simclr_image_view(

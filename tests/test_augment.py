@@ -38,6 +38,26 @@ def test_mnist1d_view_is_a_shift_of_the_detrended_signal():
     assert not any(np.allclose(v, np.roll(detrended, s), atol=1e-3) for s in range(-3, 4))
 
 
+def test_mnist1d_gaussian_slope_and_offset_have_the_asked_spread():
+    # The notebook's trend: offset ~ N(0, 0.3), slope ~ N(0, 0.04) per step
+    # about the signal's middle. The view minus the detrended signal must be
+    # exactly such a line; its fitted slopes and offsets have those spreads.
+    x = np.random.default_rng(2).normal(size=40).astype(np.float32)
+    t = np.linspace(0, 1, 40)
+    detrended = x - np.polyval(np.polyfit(t, x, 1), t)
+    steps = np.arange(40) - 19.5
+    views = jax.vmap(
+        lambda k: augment.mnist1d_view(
+            k, jnp.asarray(x), max_shift=0, slope=0.0, slope_std=0.04, offset_std=0.3
+        )
+    )(jax.random.split(jax.random.key(0), 4000))
+    residual = np.asarray(views, np.float64) - detrended
+    slopes, offsets = np.polyfit(steps, residual.T, 1)
+    np.testing.assert_allclose(residual, offsets[:, None] + slopes[:, None] * steps, atol=1e-4)
+    assert abs(np.std(slopes) / 0.04 - 1) < 0.05 and abs(np.mean(slopes)) < 0.004
+    assert abs(np.std(offsets) / 0.3 - 1) < 0.05 and abs(np.mean(offsets)) < 0.03
+
+
 def test_full_crop_is_identity():
     img = np.random.default_rng(0).uniform(size=(16, 16, 3)).astype(np.float32)
     out = augment.random_resized_crop(

@@ -219,6 +219,7 @@ CONFIG_CASES = [
     ("augment.kind", "mixup", "simclr", "`augment.kind`"),
     ("augment.kind", "none", "simclr", "`augment.kind`"),
     ("augment.max_shift", -1, "simclr", "`augment.max_shift`"),
+    ("augment.slope_std", -0.1, "simclr", "`augment.slope_std`"),
     ("simclr.temperature", 0.0, "simclr", "`simclr.temperature`"),
     ("moco.queue_size", 1000, "moco", "`moco.queue_size`=1000"),
     ("moco.queue_size", 0, "moco", "`moco.queue_size`"),

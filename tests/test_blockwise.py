@@ -147,6 +147,26 @@ def test_moco_blockwise_queue_equals_dense(block_size):
     np.testing.assert_allclose(np.asarray(tiled[1]), np.asarray(dense[1]), atol=ATOL)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.05, 0.02])
+@pytest.mark.parametrize("block_size", [5, 64])
+def test_simclr_symmetric_and_slab_tiles_equal_dense(temperature, block_size):
+    # T >= 1/30 takes the symmetric tiles (upper triangle only, shared shift
+    # 1/T); T = 0.02 falls back to the row slabs, whose shift is per row.
+    from jaxmetric.losses import _blockwise
+
+    assert _blockwise.symmetric_applies(temperature) == (temperature >= 1 / 30)
+    z1, z2, labels, mask = _views(num_pairs=37, dim=16, seed=3, masked=True)
+
+    def loss(a, b, **kwargs):
+        return jm.simclr_loss(a, b, temperature=temperature, mask=mask, **kwargs)
+
+    dense = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(z1, z2)
+    tiled = jax.jit(
+        jax.value_and_grad(functools.partial(loss, block_size=block_size), argnums=(0, 1))
+    )(z1, z2)
+    _assert_same(tiled, dense)
+
+
 def test_blockwise_is_nan_free_in_the_edge_cases():
     z1, z2, labels, _ = _views(6)
     cases = [

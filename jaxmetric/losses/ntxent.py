@@ -153,9 +153,13 @@ def simclr_loss(
       mask: [N] bool, valid pairs. None: all valid.
       axis_name: mapped axis; negatives come from all devices.
       block_size: None: the dense [2N, 2N] similarity matrix and autodiff.
-        An int: slabs of ``block_size`` anchor rows, each against all 2N
-        candidates, with value and gradient computed together (three GEMMs);
-        memory grows as ``block_size`` x 2N; value and gradient are the same.
+        An int: value and gradient computed together, tile by tile, with
+        memory O(``block_size`` x 2N); value and gradient are the same. On
+        one device with T >= 1/30, S is symmetric and only the
+        ``block_size`` x ``block_size`` tiles on and above its diagonal are
+        formed (two GEMMs' worth instead of three; 512 is a good size on
+        CPU); otherwise slabs of ``block_size`` rows against all 2N
+        candidates (three GEMMs).
       ring: with ``axis_name``, pass the candidate blocks around the devices
         with ``ppermute`` instead of gathering them (Inf-CL), in
         ``block_size`` x ``block_size`` tiles with a running log-sum-exp and
@@ -225,6 +229,12 @@ def simclr_loss(
     block = block_size or anchors.shape[0]
     # Each view's positive is the other view of its pair, which is local.
     partner = jnp.concatenate([z2, z1])
+    if not ring and axis_name is None and _blockwise.symmetric_applies(temperature):
+        # One device: the views are their own candidates, S is symmetric.
+        total, count = _blockwise.symmetric_ntxent(
+            anchors, partner, meta[0], meta[1], temperature, block
+        )
+        return parallel.safe_divide(total, count)
     if not ring:
         total, count = _blockwise.fused_ntxent(
             anchors, cands, partner, meta, cand_meta, temperature, block, True
