@@ -43,25 +43,33 @@ def _view_keys(state: TrainState, local_batch: int, view: int) -> jax.Array:
     return jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(step_key, i), view))(index)
 
 
+def _two_views(state: TrainState, aug: Any, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    b = x.shape[0]
+    return (
+        augment.batch_views(aug, _view_keys(state, b, 0), x),
+        augment.batch_views(aug, _view_keys(state, b, 1), x),
+    )
+
+
 def _all_finite(*trees: Any) -> jax.Array:
     leaves = [jnp.all(jnp.isfinite(x)) for t in trees for x in jax.tree.leaves(t)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
 def _apply(
+    config: ml_collections.ConfigDict,
     state: TrainState,
     tx: optax.GradientTransformation,
     loss: jax.Array,
     grads: Any,
     new_stats: Any,
-    *,
-    guard: bool = True,
     **replace: Any,
 ) -> TrainState:
     """Applies the update unless the loss or a gradient is NaN / Inf (then
     the state is kept, only ``step``, ``skipped`` and ``consecutive_skipped``
-    advance). ``guard=False`` (config ``nan_guard``) applies every update but
-    still counts the non-finite ones."""
+    advance). ``config.nan_guard=False`` applies every update but still
+    counts the non-finite ones."""
+    guard = config.get("nan_guard", True)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ok = _all_finite(loss, grads)
@@ -90,8 +98,7 @@ def simclr_step(
     def step(state: TrainState, x: jax.Array, y: jax.Array):
         del y
         b = x.shape[0]
-        v1 = augment.batch_views(aug, _view_keys(state, b, 0), x)
-        v2 = augment.batch_views(aug, _view_keys(state, b, 1), x)
+        v1, v2 = _two_views(state, aug, x)
 
         def loss_fn(params):
             # Both views in one forward pass: BN statistics over all 2N views.
@@ -101,7 +108,7 @@ def simclr_step(
             return loss, stats
 
         (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        new = _apply(state, tx, loss, grads, stats, guard=config.get("nan_guard", True))
+        new = _apply(config, state, tx, loss, grads, stats)
         return new, {"loss": loss}
 
     return step
@@ -119,8 +126,7 @@ def moco_step(
     def step(state: TrainState, x: jax.Array, y: jax.Array):
         del y
         b = x.shape[0]
-        v1 = augment.batch_views(aug, _view_keys(state, b, 0), x)
-        v2 = augment.batch_views(aug, _view_keys(state, b, 1), x)
+        v1, v2 = _two_views(state, aug, x)
         target_params = ema_update(state.target_params, state.params, m.momentum)
         if m.symmetric:
             _, k, target_stats = _forward(
@@ -152,12 +158,12 @@ def moco_step(
         else:
             new_queue = enqueue(queue, k, axis_name=AXIS)
         new = _apply(
+            config,
             state,
             tx,
             loss,
             grads,
             stats,
-            guard=config.get("nan_guard", True),
             target_params=target_params,
             target_batch_stats=target_stats,
             queue=new_queue,
@@ -185,7 +191,7 @@ def supervised_step(
             return loss_fn_kernel(z, y, axis_name=AXIS, **kwargs), stats
 
         (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        new = _apply(state, tx, loss, grads, stats, guard=config.get("nan_guard", True))
+        new = _apply(config, state, tx, loss, grads, stats)
         return new, {"loss": loss}
 
     return step
@@ -201,14 +207,6 @@ def momentum_schedule(base: float, final: float, step: jax.Array, num_steps: int
     """
     frac = jnp.clip(step.astype(jnp.float32) / max(num_steps, 1), 0.0, 1.0)
     return final - (final - base) * (jnp.cos(math.pi * frac) + 1.0) / 2.0
-
-
-def _two_views(state: TrainState, aug: Any, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    b = x.shape[0]
-    return (
-        augment.batch_views(aug, _view_keys(state, b, 0), x),
-        augment.batch_views(aug, _view_keys(state, b, 1), x),
-    )
 
 
 def _forward_views(graphdef, params, batch_stats, views, *, predict: bool):
@@ -279,12 +277,12 @@ def _momentum_predictor_step(
 
         (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         new = _apply(
+            config,
             state,
             tx,
             loss,
             grads,
             stats,
-            guard=config.get("nan_guard", True),
             target_params=target_params,
             target_batch_stats=target_stats,
         )
@@ -329,7 +327,7 @@ def simsiam_step(
             return loss, stats
 
         (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        new = _apply(state, tx, loss, grads, stats, guard=config.get("nan_guard", True))
+        new = _apply(config, state, tx, loss, grads, stats)
         return new, {"loss": loss}
 
     return step
@@ -356,7 +354,7 @@ def _paired_views_step(
             return loss_of(z1, z2), stats
 
         (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        new = _apply(state, tx, loss, grads, stats, guard=config.get("nan_guard", True))
+        new = _apply(config, state, tx, loss, grads, stats)
         return new, {"loss": loss}
 
     return step

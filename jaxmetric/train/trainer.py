@@ -23,7 +23,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxmetric.data import input_pipeline, sources
 from jaxmetric.train import evaluate
-from jaxmetric.train.checkpoint import Checkpointer
+from jaxmetric.train.checkpoint import RESUMABLE_FIELDS, Checkpointer, config_to_dict
 from jaxmetric.train.config import validate_config
 from jaxmetric.train.optim import make_optimizer
 from jaxmetric.train.state import AXIS, TrainState, create_train_state, make_mesh
@@ -54,19 +54,9 @@ def _make_iterator(config: ml_collections.ConfigDict, train: sources.Split):
     return input_pipeline.shuffled_batches(len(train), config.batch_size, **kwargs)
 
 
-# Fields that do not change what a train step computes.
-_NOT_IN_STEP = (
-    "allow_config_change",
-    "checkpoint_every",
-    "eval",
-    "eval_every",
-    "keep_checkpoints",
-    "log_every",
-    "max_consecutive_skipped",
-    "multihost",
-    "num_devices",
-    "seed",
-)
+# Fields that do not change what a train step computes: those a resumed run
+# may change, except the ones the step reads, and the seed (state, not code).
+_NOT_IN_STEP = tuple(f for f in RESUMABLE_FIELDS if f not in ("nan_guard", "num_steps")) + ("seed",)
 _STEP_CACHE: dict[Any, Any] = {}
 _STEP_CACHE_SIZE = 4
 
@@ -77,7 +67,7 @@ def _train_step(config: ml_collections.ConfigDict, graphdef, tx, mesh):
     notebook) reuses the compiled step instead of compiling it again. The
     cached step closes over the optimizer of its first call, which the
     config determines."""
-    fields = json.loads(config.to_json_best_effort())
+    fields = config_to_dict(config)
     for name in _NOT_IN_STEP:
         fields.pop(name, None)
     try:
