@@ -7,30 +7,19 @@ larger queue holds older keys of the query's own signal, i.e. false
 negatives, and learns worse. Runs in about 3 minutes on a 2-core CPU.
 """
 
-from jaxmetric.train.config import base_config
+from jaxmetric.train.config import mnist1d_ssl_config
 
 
 def get_config():
-    c = base_config()
-    c.method = "moco"
-    c.dataset.name = "mnist1d"
-    c.model.encoder = "cnn1d"
-    c.model.init = "torch"
+    c = mnist1d_ssl_config("moco")
     c.model.head = "moco_v2"
-    c.model.head_hidden = 128
     c.model.embed_dim = 16
-    c.augment.kind = "mnist1d"
     c.augment.offset = 1.0
     c.augment.noise = 0.2
     c.moco.queue_size = 1024
     c.moco.momentum = 0.99
     c.moco.temperature = 0.1
     c.moco.symmetric = True
-    c.batch_size = 512
     c.num_steps = 4000
-    c.log_every = 500
-    c.optimizer.name = "adam"
     c.optimizer.learning_rate = 1e-2
-    c.eval.reference.name = "MNIST-1D notebook"
-    c.eval.reference["raw-input kNN (k=10)"] = 0.596
     return c

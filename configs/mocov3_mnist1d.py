@@ -5,30 +5,17 @@ other keys of the global batch as negatives (no queue), symmetric InfoNCE
 x 2T; Adam; the MNIST-1D views of the SimCLR recipe.
 """
 
-from jaxmetric.train.config import base_config
+from jaxmetric.train.config import mnist1d_ssl_config
 
 
 def get_config():
-    c = base_config()
-    c.method = "mocov3"
-    c.dataset.name = "mnist1d"
-    c.model.encoder = "cnn1d"
-    c.model.init = "torch"
-    c.model.head = "simclr"
-    c.model.head_hidden = 128
+    c = mnist1d_ssl_config("mocov3")
     c.model.head_bn = True
     c.model.head_final_bn = True
     c.model.embed_dim = 32
     c.model.predictor = "mlp"
     c.model.predictor_hidden = 128
-    c.augment.kind = "mnist1d"
     c.mocov3.temperature = 0.2
     c.mocov3.base_momentum = 0.99
-    c.batch_size = 512
-    c.num_steps = 2000
-    c.log_every = 500
-    c.optimizer.name = "adam"
     c.optimizer.learning_rate = 1e-3
-    c.eval.reference.name = "MNIST-1D notebook"
-    c.eval.reference["raw-input kNN (k=10)"] = 0.596
     return c
