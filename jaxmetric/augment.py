@@ -50,6 +50,7 @@ def mnist1d_view(
     scale: float = 0.0,
     slope_std: float = 0.0,
     offset_std: float = 0.0,
+    stretch: float = 0.0,
 ) -> jax.Array:
     """One random view of an MNIST-1D signal x [L].
 
@@ -68,6 +69,9 @@ def mnist1d_view(
         new trend this way, with the data's own spread (0.04).
       offset_std: a Gaussian offset ~ N(0, offset_std) is added (the
         notebook: 0.3, the data's own spread).
+      stretch: the signal is resampled (linear, circular) by a time factor
+        ~ exp(U(-log(1 + stretch), log(1 + stretch))) about its middle, as
+        MNIST-1D's generator dilates its templates by random padding.
 
     Returns:
       The view [L], float32.
@@ -75,6 +79,14 @@ def mnist1d_view(
     k_shift, k_slope, k_off, k_noise, k_scale = jax.random.split(key, 5)
     x = remove_linear_trend(x.astype(jnp.float32))
     x = x * jax.random.uniform(k_scale, (), minval=1.0 - scale, maxval=1.0 + scale)
+    if stretch:
+        log_s = jnp.log1p(stretch)
+        factor = jnp.exp(
+            jax.random.uniform(jax.random.fold_in(k_scale, 1), (), minval=-log_s, maxval=log_s)
+        )
+        middle = (x.shape[0] - 1) / 2
+        at = (jnp.arange(x.shape[0]) - middle) / factor + middle
+        x = jnp.interp(at, jnp.arange(x.shape[0], dtype=jnp.float32), x, period=x.shape[0])
     shift = jax.random.randint(k_shift, (), -max_shift, max_shift + 1)
     x = jnp.roll(x, shift)
     t = jnp.linspace(0.0, 1.0, x.shape[0])
@@ -254,6 +266,7 @@ def augment_config() -> ml_collections.ConfigDict:
             "scale": 0.0,
             "slope_std": 0.0,
             "offset_std": 0.0,
+            "stretch": 0.0,
             # simclr_image
             "size": 32,
             "crop_scale": (0.08, 1.0),
@@ -273,7 +286,7 @@ def check_augment_config(cfg: ml_collections.ConfigDict) -> None:
     if cfg.kind == "mnist1d" and cfg.max_shift < 0:
         raise ValueError(f"`augment.max_shift` must be >= 0, got {cfg.max_shift!r}.")
     if cfg.kind == "mnist1d":
-        for name in ("slope", "offset", "noise", "scale", "slope_std", "offset_std"):
+        for name in ("slope", "offset", "noise", "scale", "slope_std", "offset_std", "stretch"):
             if cfg[name] < 0:
                 raise ValueError(f"`augment.{name}` must be >= 0, got {cfg[name]!r}.")
     if cfg.kind == "simclr_image":
@@ -300,6 +313,7 @@ def view(cfg: ml_collections.ConfigDict, key: jax.Array, x: jax.Array) -> jax.Ar
             scale=cfg.scale,
             slope_std=cfg.slope_std,
             offset_std=cfg.offset_std,
+            stretch=cfg.stretch,
         )
     if cfg.kind == "simclr_image":
         return simclr_image_view(

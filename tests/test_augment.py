@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import ndimage
+from scipy import ndimage, optimize
 
 from jaxmetric import augment
 
@@ -56,6 +56,35 @@ def test_mnist1d_gaussian_slope_and_offset_have_the_asked_spread():
     np.testing.assert_allclose(residual, offsets[:, None] + slopes[:, None] * steps, atol=1e-4)
     assert abs(np.std(slopes) / 0.04 - 1) < 0.05 and abs(np.mean(slopes)) < 0.004
     assert abs(np.std(offsets) / 0.3 - 1) < 0.05 and abs(np.mean(offsets)) < 0.03
+
+
+def test_mnist1d_stretch_resamples_the_detrended_signal():
+    # NumPy reference: np.interp (circular) of the detrended signal at
+    # (i - middle) / f + middle, for some time factor f in [1/1.25, 1.25].
+    x = np.random.default_rng(3).normal(size=40).astype(np.float32)
+    t = np.linspace(0, 1, 40)
+    detrended = x - np.polyval(np.polyfit(t, x, 1), t)
+    middle = 19.5
+    factors = np.exp(np.linspace(-np.log(1.25), np.log(1.25), 4001))
+    seen = []
+    for seed in range(4):
+        v = np.asarray(
+            augment.mnist1d_view(
+                jax.random.key(seed), jnp.asarray(x), max_shift=0, slope=0.0, stretch=0.25
+            )
+        )
+
+        def error(f, v=v):
+            at = (np.arange(40) - middle) / f + middle
+            return np.abs(v - np.interp(at, np.arange(40), detrended, period=40)).max()
+
+        best = factors[int(np.argmin([error(f) for f in factors]))]
+        fit = optimize.minimize_scalar(
+            error, bounds=(best * 0.999, best * 1.001), method="bounded", options={"xatol": 1e-9}
+        )
+        assert fit.fun < 1e-4
+        seen.append(fit.x)
+    assert max(seen) - min(seen) > 0.05  # the factor is drawn, not fixed
 
 
 def test_full_crop_is_identity():
