@@ -221,6 +221,7 @@ CONFIG_CASES = [
     ("augment.max_shift", -1, "simclr", "`augment.max_shift`"),
     ("augment.slope_std", -0.1, "simclr", "`augment.slope_std`"),
     ("simclr.temperature", 0.0, "simclr", "`simclr.temperature`"),
+    ("simclr.block_size", -4, "simclr", "`simclr.block_size`"),
     ("moco.queue_size", 1000, "moco", "`moco.queue_size`=1000"),
     ("moco.queue_size", 0, "moco", "`moco.queue_size`"),
     ("moco.momentum", 1.5, "moco", "`moco.momentum`"),

@@ -94,6 +94,20 @@ def test_eight_devices_match_one_device_after_three_steps(method):
         )
 
 
+def test_simclr_block_size_matches_the_dense_loss():
+    # simclr.block_size: the tiled NT-Xent over the gathered views gives the
+    # dense loss's step (8 devices, 32 views in tiles of 5 rows: uneven).
+    dense = _config("simclr")
+    tiled = _config("simclr")
+    tiled.simclr.block_size = 5
+    x, y = _batches(1)
+    (a,), loss_a = _run(dense, 8, x, y)
+    (b,), loss_b = _run(tiled, 8, x, y)
+    np.testing.assert_allclose(loss_b, loss_a, rtol=1e-6)
+    for u, v in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), atol=1e-6)
+
+
 def test_non_finite_step_is_skipped():
     config = _config("simclr")
     x, y = _batches(2)

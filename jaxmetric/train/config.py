@@ -68,7 +68,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.model = model_config()
     c.augment = augment.augment_config()
 
-    c.simclr = ml_collections.ConfigDict({"temperature": 0.1})
+    # block_size 0: the dense loss; n: NT-Xent over tiles of n rows (memory
+    # linear in the global batch, same value and gradient).
+    c.simclr = ml_collections.ConfigDict({"temperature": 0.1, "block_size": 0})
     c.moco = ml_collections.ConfigDict(
         {"queue_size": 4096, "momentum": 0.99, "temperature": 0.2, "symmetric": False}
     )
@@ -242,6 +244,8 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int, process_coun
         raise ValueError(f"`augment.kind` must not be 'none' for method {c.method!r} (two views).")
     if c.method == "simclr" and c.simclr.temperature <= 0:
         raise ValueError(f"`simclr.temperature` must be > 0, got {c.simclr.temperature!r}.")
+    if c.method == "simclr":
+        _non_negative_int("simclr.block_size", c.simclr.get("block_size", 0))
     if c.method == "moco":
         m = c.moco
         _positive_int(c, "moco.queue_size", m.queue_size)

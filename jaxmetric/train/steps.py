@@ -94,6 +94,7 @@ def simclr_step(
     """SimCLR (Chen et al. 2020): NT-Xent between two views of each example,
     2N - 2 negatives from the global batch."""
     aug, temperature = config.augment, config.simclr.temperature
+    block_size = config.simclr.get("block_size", 0) or None
 
     def step(state: TrainState, x: jax.Array, y: jax.Array):
         del y
@@ -104,7 +105,9 @@ def simclr_step(
             # Both views in one forward pass: BN statistics over all 2N views.
             _, z, stats = _forward(graphdef, params, state.batch_stats, jnp.concatenate([v1, v2]))
             z1, z2 = z[:b], z[b:]
-            loss = jaxmetric.simclr_loss(z1, z2, temperature=temperature, axis_name=AXIS)
+            loss = jaxmetric.simclr_loss(
+                z1, z2, temperature=temperature, axis_name=AXIS, block_size=block_size
+            )
             return loss, stats
 
         (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
