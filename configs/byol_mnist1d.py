@@ -15,5 +15,5 @@ def get_config():
     c.model.predictor = "mlp"
     c.model.predictor_hidden = 128
     c.byol.base_momentum = 0.99
-    c.optimizer.learning_rate = 1e-3
+    c.optimizer.learning_rate = 3e-3
     return c

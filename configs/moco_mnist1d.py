@@ -1,6 +1,5 @@
 """MoCo v2 on MNIST-1D: the 1-D CNN + MoCo v2 MLP head (16-d), a queue of
-negatives and a momentum encoder, the MNIST-1D views of the SimCLR recipe
-(somewhat stronger offset and noise).
+negatives and a momentum encoder, the MNIST-1D views of the SimCLR recipe.
 
 The queue holds 1,024 keys (two batches): with only 4,000 training signals a
 larger queue holds older keys of the query's own signal, i.e. false
@@ -14,8 +13,6 @@ def get_config():
     c = mnist1d_ssl_config("moco")
     c.model.head = "moco_v2"
     c.model.embed_dim = 16
-    c.augment.offset = 1.0
-    c.augment.noise = 0.2
     c.moco.queue_size = 1024
     c.moco.momentum = 0.99
     c.moco.temperature = 0.1

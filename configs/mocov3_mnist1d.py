@@ -17,5 +17,5 @@ def get_config():
     c.model.predictor_hidden = 128
     c.mocov3.temperature = 0.2
     c.mocov3.base_momentum = 0.99
-    c.optimizer.learning_rate = 1e-3
+    c.optimizer.learning_rate = 1e-2
     return c

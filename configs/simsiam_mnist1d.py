@@ -14,5 +14,5 @@ def get_config():
     c.model.embed_dim = 64
     c.model.predictor = "mlp"
     c.model.predictor_hidden = 16
-    c.optimizer.learning_rate = 1e-3
+    c.optimizer.learning_rate = 3e-3
     return c

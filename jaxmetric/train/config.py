@@ -122,8 +122,12 @@ def base_config() -> ml_collections.ConfigDict:
 def mnist1d_ssl_config(method: str) -> ml_collections.ConfigDict:
     """What every self-supervised MNIST-1D recipe (``configs/*_mnist1d.py``)
     shares: the notebook's 1-D CNN with PyTorch's init, a 2-layer projector
-    (128 hidden), the MNIST-1D views, batch 512, 2,000 steps, Adam and the
-    raw-input kNN beside the results. Each recipe sets its method's fields.
+    (128 hidden), batch 512, 2,000 steps, Adam, the raw-input kNN beside the
+    results, and the MNIST-1D views: the notebook's detrend + circular shift
+    + new slope, plus a random offset (+-1), Gaussian noise (0.2) and a
+    time stretch (up to 1.5x either way, the generator's own dilation). On
+    SimCLR the offset + noise took kNN on z from 50% to 70%, and the
+    stretch from there to 77%. Each recipe sets its method's fields.
     """
     c = base_config()
     c.method = method
@@ -133,6 +137,9 @@ def mnist1d_ssl_config(method: str) -> ml_collections.ConfigDict:
     c.model.head = "simclr"
     c.model.head_hidden = 128
     c.augment.kind = "mnist1d"
+    c.augment.offset = 1.0
+    c.augment.noise = 0.2
+    c.augment.stretch = 0.5
     c.batch_size = 512
     c.num_steps = 2000
     c.log_every = 500
