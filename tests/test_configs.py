@@ -38,6 +38,7 @@ def test_all_recipes_present():
         "moco_v2_cifar10",
         "simclr_imagenet",
         *(f"{m}_mnist1d" for m in ("byol", "simsiam", "barlow_twins", "vicreg", "mocov3")),
+        *(f"{m}_cifar10" for m in ("byol", "simsiam", "barlow_twins", "vicreg", "mocov3")),
     }
     assert want <= set(RECIPES)
 

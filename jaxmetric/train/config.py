@@ -15,6 +15,7 @@ from jaxmetric.models import check_model_config, model_config
 
 METHODS = ("simclr", "moco", "byol", "simsiam", "barlow_twins", "vicreg", "mocov3", "supervised")
 # Self-supervised methods (two augmented views) and those with a predictor head.
+CIFAR10_TRAIN_EXAMPLES = 50_000
 SSL_METHODS = ("simclr", "moco", "byol", "simsiam", "barlow_twins", "vicreg", "mocov3")
 PREDICTOR_METHODS = ("byol", "simsiam", "mocov3")
 OPTIMIZERS = ("lars", "sgd", "adam", "adamw")
@@ -146,6 +147,45 @@ def mnist1d_ssl_config(method: str) -> ml_collections.ConfigDict:
     c.optimizer.name = "adam"
     c.eval.reference.name = "MNIST-1D notebook"
     c.eval.reference["raw-input kNN (k=10)"] = 0.596
+    return c
+
+
+def cifar10_ssl_config(method: str) -> ml_collections.ConfigDict:
+    """What the self-supervised CIFAR-10 TPU recipes share: ResNet-18 with the
+    CIFAR stem in bfloat16, SimCLR's views at 32x32 (crop 0.08-1, jitter
+    strength 0.5, no blur), batch 512 for 1,000 epochs, LARS with linear
+    lr scaling, 10 warm-up epochs then cosine, an eval every 50 epochs and a
+    checkpoint every 10 (solo-learn's CIFAR setting, da Costa et al. 2022).
+    Each recipe sets its head and method fields and its learning rate.
+    Needs CIFAR-10 prepared for ``tfds.data_source`` in ``dataset.data_dir``.
+    """
+    c = base_config()
+    c.method = method
+    c.dataset.name = "tfds"
+    c.dataset.tfds_name = "cifar10"
+    c.model.encoder = "resnet18"
+    c.model.stem = "cifar"
+    c.model.head = "simclr"
+    c.model.head_bn = True
+    c.model.dtype = "bfloat16"
+    c.augment.kind = "simclr_image"
+    c.augment.size = 32
+    c.augment.crop_scale = (0.08, 1.0)
+    c.augment.jitter_strength = 0.5
+    c.augment.blur_prob = 0.0
+    c.batch_size = 512
+    steps_per_epoch = CIFAR10_TRAIN_EXAMPLES // c.batch_size
+    c.num_steps = 1000 * steps_per_epoch
+    c.optimizer.name = "lars"
+    c.optimizer.lr_scaling = "linear"
+    c.optimizer.schedule = "warmup_cosine"
+    c.optimizer.warmup_steps = 10 * steps_per_epoch
+    c.optimizer.trust_coefficient = 0.02
+    c.optimizer.momentum = 0.9
+    c.log_every = 100
+    c.eval_every = 50 * steps_per_epoch
+    c.checkpoint_every = 10 * steps_per_epoch
+    c.eval.max_examples = 10_000
     return c
 
 
