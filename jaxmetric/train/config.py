@@ -150,10 +150,10 @@ def mnist1d_ssl_config(method: str) -> ml_collections.ConfigDict:
     return c
 
 
-def cifar10_ssl_config(method: str) -> ml_collections.ConfigDict:
+def cifar10_ssl_config(method: str, batch_size: int = 512) -> ml_collections.ConfigDict:
     """What the self-supervised CIFAR-10 TPU recipes share: ResNet-18 with the
     CIFAR stem in bfloat16, SimCLR's views at 32x32 (crop 0.08-1, jitter
-    strength 0.5, no blur), batch 512 for 1,000 epochs, LARS with linear
+    strength 0.5, no blur), ``batch_size`` for 1,000 epochs, LARS with linear
     lr scaling, 10 warm-up epochs then cosine, an eval every 50 epochs and a
     checkpoint every 10 (solo-learn's CIFAR setting, da Costa et al. 2022).
     Each recipe sets its head and method fields and its learning rate.
@@ -173,7 +173,7 @@ def cifar10_ssl_config(method: str) -> ml_collections.ConfigDict:
     c.augment.crop_scale = (0.08, 1.0)
     c.augment.jitter_strength = 0.5
     c.augment.blur_prob = 0.0
-    c.batch_size = 512
+    c.batch_size = batch_size
     steps_per_epoch = CIFAR10_TRAIN_EXAMPLES // c.batch_size
     c.num_steps = 1000 * steps_per_epoch
     c.optimizer.name = "lars"
