@@ -283,10 +283,9 @@ def check_augment_config(cfg: ml_collections.ConfigDict) -> None:
     """Raises a ValueError naming the first bad ``augment.*`` field."""
     if cfg.kind not in KINDS:
         raise ValueError(f"`augment.kind` must be one of {KINDS}, got {cfg.kind!r}.")
-    if cfg.kind == "mnist1d" and cfg.max_shift < 0:
-        raise ValueError(f"`augment.max_shift` must be >= 0, got {cfg.max_shift!r}.")
     if cfg.kind == "mnist1d":
-        for name in ("slope", "offset", "noise", "scale", "slope_std", "offset_std", "stretch"):
+        non_negative = ("max_shift", "slope", "offset", "noise", "scale")
+        for name in (*non_negative, "slope_std", "offset_std", "stretch"):
             if cfg[name] < 0:
                 raise ValueError(f"`augment.{name}` must be >= 0, got {cfg[name]!r}.")
     if cfg.kind == "simclr_image":

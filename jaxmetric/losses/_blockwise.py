@@ -480,16 +480,17 @@ def _symmetric_fwd(x, partner, labels, mask, temperature, block):
     dtype = x.dtype
     x, partner = x.astype(jnp.float32), partner.astype(jnp.float32)
     shift = 1.0 / temperature
-    xt = _pad_rows(x, block, 0.0).reshape(-1, block, dim)
-    lab = _pad_rows(labels, block, -1).reshape(-1, block)
-    valid = _pad_rows(mask, block, False).reshape(-1, block)
+    tiles = _tiles(Anchors(x, labels, mask, jnp.arange(num_rows, dtype=jnp.int32)), block)
+    xt = tiles.emb
     num_blocks = xt.shape[0]
     scaled = xt / temperature
     rows_i, rows_j = _pair_tiles(num_blocks)
 
     def exp_tile(i, j):
         s = scaled[i] @ xt[j].T
-        neg = (lab[i][:, None] != lab[j][None, :]) & valid[i][:, None] & valid[j][None, :]
+        _, neg = _tile_masks(
+            jax.tree.map(lambda t: t[i], tiles), jax.tree.map(lambda t: t[j], tiles)
+        )
         return jnp.where(neg, jnp.exp(jnp.minimum(s - shift, 0.0)), 0.0)
 
     # Pass 1: each row's sum of negative exps.

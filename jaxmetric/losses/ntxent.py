@@ -216,6 +216,15 @@ def simclr_loss(
         terms, valid = _ntxent_terms(batch, temperature)
         return parallel.reduce_losses(terms, valid, "mean", axis_name)
 
+    block = block_size or anchors.shape[0]
+    # Each view's positive is the other view of its pair, which is local.
+    partner = jnp.concatenate([z2, z1])
+    if not ring and axis_name is None and _blockwise.symmetric_applies(temperature):
+        # One device: the views are their own candidates, S is symmetric.
+        total, count = _blockwise.symmetric_ntxent(
+            anchors, partner, meta[0], meta[1], temperature, block
+        )
+        return parallel.safe_divide(total, count)
     if ring:
         cands, cand_meta = anchors, meta
     else:
@@ -226,15 +235,6 @@ def simclr_loss(
             jnp.concatenate([pair_mask, pair_mask]),
             jnp.arange(2 * global_pairs, dtype=jnp.int32),
         )
-    block = block_size or anchors.shape[0]
-    # Each view's positive is the other view of its pair, which is local.
-    partner = jnp.concatenate([z2, z1])
-    if not ring and axis_name is None and _blockwise.symmetric_applies(temperature):
-        # One device: the views are their own candidates, S is symmetric.
-        total, count = _blockwise.symmetric_ntxent(
-            anchors, partner, meta[0], meta[1], temperature, block
-        )
-        return parallel.safe_divide(total, count)
     if not ring:
         total, count = _blockwise.fused_ntxent(
             anchors, cands, partner, meta, cand_meta, temperature, block, True

@@ -15,10 +15,10 @@ from jaxmetric.models import check_model_config, model_config
 
 METHODS = ("simclr", "moco", "byol", "simsiam", "barlow_twins", "vicreg", "mocov3", "supervised")
 # Self-supervised methods (two augmented views) and those with a predictor head.
-CIFAR10_TRAIN_EXAMPLES = 50_000
 SSL_METHODS = ("simclr", "moco", "byol", "simsiam", "barlow_twins", "vicreg", "mocov3")
 PREDICTOR_METHODS = ("byol", "simsiam", "mocov3")
 OPTIMIZERS = ("lars", "sgd", "adam", "adamw")
+CIFAR10_TRAIN_EXAMPLES = 50_000  # an epoch of the CIFAR-10 recipes
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 LR_SCALINGS = ("none", "linear", "sqrt")
 SUPERVISED_LOSSES = (
@@ -289,9 +289,9 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int, process_coun
     augment.check_augment_config(c.augment)
     if c.method in SSL_METHODS and c.augment.kind == "none":
         raise ValueError(f"`augment.kind` must not be 'none' for method {c.method!r} (two views).")
-    if c.method == "simclr" and c.simclr.temperature <= 0:
-        raise ValueError(f"`simclr.temperature` must be > 0, got {c.simclr.temperature!r}.")
     if c.method == "simclr":
+        if c.simclr.temperature <= 0:
+            raise ValueError(f"`simclr.temperature` must be > 0, got {c.simclr.temperature!r}.")
         _non_negative_int("simclr.block_size", c.simclr.get("block_size", 0))
     if c.method == "moco":
         m = c.moco
