@@ -19,6 +19,7 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from jaxmetric.train import train_and_evaluate
 from jaxmetric.train.checkpoint import CRASH_IN_SAVE_ENV, Checkpointer
@@ -77,6 +78,7 @@ def _reference_config():
     return c
 
 
+@pytest.mark.slow
 def test_sigkill_during_save_and_between_steps_then_resume_is_bitwise_identical(tmp_path):
     workdir = tmp_path / "run"
     ckpt_dir = workdir / "checkpoints"

@@ -18,6 +18,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 STEPS = 3
 BATCH = 16
@@ -97,10 +98,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_process(tmp_path):
     port = _free_port()
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)
+    # Each worker sets its own device count; conftest's compile flags stay.
+    env["XLA_FLAGS"] = " ".join(
+        f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f
+    )
     procs = [
         subprocess.Popen(
             [sys.executable, __file__, str(port), str(i), str(tmp_path / f"p{i}.npz")],

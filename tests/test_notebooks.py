@@ -76,6 +76,7 @@ def test_notebooks_match_their_generator():
         )
 
 
+@pytest.mark.slow
 def test_quickstart(kernel_env):
     r = run_notebook("quickstart.ipynb", COLAB)
     # Both models learn: held-out MAP@R rises well above the untrained model and raw pixels.
@@ -89,6 +90,7 @@ def test_quickstart(kernel_env):
     assert sum(counts.values()) == r["num_negatives"] == 24
 
 
+@pytest.mark.slow
 def test_simclr_tpu(kernel_env):
     r = run_notebook("simclr_tpu.ipynb", COLAB)
     assert r["num_devices"] >= 1
@@ -101,6 +103,7 @@ def test_simclr_tpu(kernel_env):
     assert r["embedding_map_bytes"] > 5_000
 
 
+@pytest.mark.slow
 def test_metric_learning_retrieval(kernel_env):
     r = run_notebook("metric_learning_retrieval.ipynb", COLAB)
     assert r["map_at_r"] > r["raw_map_at_r"] + 0.1

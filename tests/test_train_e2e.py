@@ -29,6 +29,7 @@ def _numpy_map_at_r(x, y):
     return float(np.mean(scores))
 
 
+@pytest.mark.slow
 def test_cli_triplet_digits_beats_raw_pixels(tmp_path, monkeypatch):
     workdir = tmp_path / "run"
     argv = [
