@@ -71,6 +71,7 @@ def reference(run):
     return {"precision_at_1": p1, "knn_accuracy": float(knn.score(z, y)), "emb": emb}
 
 
+@pytest.mark.slow
 def test_evaluate_workdir(run, reference):
     workdir, _ = run
     out = io.StringIO()
@@ -117,6 +118,7 @@ def test_evaluate_workdir(run, reference):
     assert "MAP@R" in table and "raw inputs" in table and "k-means NMI" in table
 
 
+@pytest.mark.slow
 def test_console_script(run, reference, capsys):
     """``jaxmetric evaluate --workdir=DIR`` (the console script's entry point,
     in-process so the compiled metrics are reused; the config is read from

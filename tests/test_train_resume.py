@@ -68,6 +68,7 @@ def full_moco_run(tmp_path_factory):
     return state, _losses(workdir)
 
 
+@pytest.mark.slow
 def test_interrupted_moco_run_resumes_to_the_same_state(tmp_path, full_moco_run):
     full, full_losses = full_moco_run
     part, _ = train_and_evaluate(_config(1), str(tmp_path / "part"), stop_after=3, run_eval=False)
@@ -88,6 +89,7 @@ def test_interrupted_moco_run_resumes_to_the_same_state(tmp_path, full_moco_run)
             assert loss == pytest.approx(full_log[step], rel=1e-5, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_eight_device_checkpoint_resumes_on_four_and_on_one_device(tmp_path, full_moco_run):
     """Elasticity: a checkpoint written on 8 devices continues on 4 and on 1
     with the same global batch, to the state and the losses of the
