@@ -300,14 +300,24 @@ def train_and_evaluate(
     max_bad = config.get("max_consecutive_skipped", 0)
     bad_run = 0
     step_sleep = float(os.environ.get(STEP_SLEEP_ENV, 0) or 0)
+
+    def next_batch():
+        """The next global batch, on the devices, and the data iterator's
+        state after it (what a checkpoint after this batch's step saves)."""
+        x, y = train.take(next(iterator))
+        return _global_batch(mesh, x, y), iterator.get_state()
+
+    batch = next_batch() if start < end else None
     for step in range(start, end):
         if step_sleep:
             time.sleep(step_sleep)
-        idx = next(iterator)
-        x, y = train.take(idx)
-        x, y = _global_batch(mesh, x, y)
+        (x, y), data_state = batch
         state, metrics = step_fn(state, x, y)
         done = step + 1
+        # The next batch is read and sent while the devices run this step,
+        # before the host waits for the step below.
+        if done < end:
+            batch = next_batch()
         bar.update(1)
         # One scalar read per step (a host sync) to stop a diverged run early.
         bad_run = int(state.consecutive_skipped) if (max_bad or not guard) else 0
@@ -361,7 +371,7 @@ def train_and_evaluate(
             and done < end
             and not bad_run
         ):
-            ckpt.save(done, state, iterator.get_state(), config)
+            ckpt.save(done, state, data_state, config)
     bar.close()
     if (end > start or ckpt.latest_step() is None) and (guard or not bad_run):
         ckpt.save(end, state, iterator.get_state(), config)
