@@ -7,9 +7,7 @@ MoCo v2's augmentations (crop 0.2-1, jitter 0.4 ~ strength 0.5, grayscale
 Needs CIFAR-10 prepared for ``tfds.data_source`` in ``dataset.data_dir``.
 """
 
-from jaxmetric.train.config import base_config
-
-EPOCH = 50_000
+from jaxmetric.train.config import CIFAR10_TRAIN_EXAMPLES, base_config
 
 
 def get_config():
@@ -32,7 +30,7 @@ def get_config():
     c.moco.momentum = 0.99
     c.moco.temperature = 0.2
     c.batch_size = 512
-    steps_per_epoch = EPOCH // c.batch_size
+    steps_per_epoch = CIFAR10_TRAIN_EXAMPLES // c.batch_size
     c.num_steps = 800 * steps_per_epoch
     c.optimizer.name = "sgd"
     c.optimizer.learning_rate = 0.06
