@@ -13,6 +13,7 @@ from jaxmetric.losses.noncontrastive import (
     simsiam_loss,
     vicreg_loss,
 )
+from jaxmetric.losses.nnclr import nnclr_loss, support_nearest_neighbors
 from jaxmetric.losses.npair import npair_loss
 from jaxmetric.losses.ntxent import ntxent_loss, simclr_loss
 from jaxmetric.losses.pair import contrastive_loss
@@ -34,6 +35,7 @@ __all__ = [
     "moco_loss",
     "mocov3_loss",
     "multi_similarity_loss",
+    "nnclr_loss",
     "npair_loss",
     "ntxent_loss",
     "proxy_anchor_loss",
