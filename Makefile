@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: demo test lint bench compare clean
+.PHONY: demo test lint notebooks bench compare clean
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ test: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check jaxmetric tests benchmarks
 	$(VENV)/bin/ruff format --check jaxmetric tests benchmarks
+
+# The Colab notebooks: each colab/<name>.ipynb is generated, without outputs, from its
+# jupytext source colab/<name>.py (edit the .py; tests/test_notebooks.py checks they agree).
+NOTEBOOKS := quickstart simclr_tpu metric_learning_retrieval
+
+notebooks: $(VENV)/.installed-dev
+	$(VENV)/bin/jupytext --update --to notebook $(NOTEBOOKS:%=colab/%.py)
 
 # Benchmarks run in their own venv: PyTorch (CPU build) and pytorch-metric-learning
 # are peers to measure against, never dependencies of the package.

@@ -1,15 +1,18 @@
-"""The Colab notebooks run top to bottom on CPU, small settings, no network.
+"""The Colab notebooks: in step with their sources, and run top to bottom on
+CPU, small settings, no network.
 
-Each notebook is executed by nbclient in a fresh kernel of this interpreter
-(a kernelspec written into tmp_path, so no system-wide Jupyter set-up is
-read), with ``SMALL = True`` in its first code cell. A cell appended at the
-end prints the notebook's ``RESULTS`` dict as JSON, which the tests check.
-The kernel has one CPU device (it does not see conftest's 8).
+Each ``colab/<name>.ipynb`` is generated from its jupytext source
+``colab/<name>.py`` (``make notebooks``); the first test checks that the two
+hold the same cells. Each notebook is executed by nbclient in a fresh kernel
+of this interpreter (a kernelspec written into tmp_path, so no system-wide
+Jupyter set-up is read), with ``SMALL = True`` in its first code cell. A cell
+appended at the end prints the notebook's ``RESULTS`` dict as JSON, which the
+tests check. The kernel does not see conftest's 8 devices: it has one CPU
+device, except in the quickstart, which splits the CPU into 4 itself.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
 import sys
@@ -64,16 +67,32 @@ def run_notebook(name: str, cwd: pathlib.Path) -> dict:
     return json.loads(line[len(MARK) :])
 
 
-def test_notebooks_match_their_generator():
-    """The committed .ipynb files are what colab/make_notebooks.py writes."""
-    spec = importlib.util.spec_from_file_location("make_notebooks", COLAB / "make_notebooks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    for name in module.NOTEBOOKS:
-        committed = (COLAB / name).read_text()
-        assert nbformat.writes(module.build(name)).strip() == committed.strip(), (
-            f"colab/{name} is stale: run colab/make_notebooks.py"
-        )
+def test_notebooks_match_their_sources():
+    """Every committed .ipynb holds the cells and metadata of its .py source, no outputs."""
+    jupytext = pytest.importorskip("jupytext")
+    sources = sorted(p.stem for p in COLAB.glob("*.py"))
+    notebooks = sorted(p.stem for p in COLAB.glob("*.ipynb"))
+    assert sources == notebooks, "every colab/<name>.py needs its .ipynb, and the reverse"
+    for name in sources:
+        source = jupytext.read(COLAB / f"{name}.py")
+        committed = nbformat.read(COLAB / f"{name}.ipynb", as_version=4)
+        stale = f"colab/{name}.ipynb is stale: run `make notebooks`"
+
+        def cells(nb):
+            return [(c.cell_type, c.source, c.metadata) for c in nb.cells]
+
+        assert cells(committed) == cells(source), stale
+
+        def metadata(nb):
+            return {k: v for k, v in nb.metadata.items() if k != "jupytext"}
+
+        assert metadata(committed) == metadata(source), stale
+        for cell in committed.cells:
+            if cell.cell_type == "code":
+                assert cell.outputs == [] and cell.execution_count is None, (
+                    f"colab/{name}.ipynb is committed with outputs: run `make notebooks`"
+                )
+        nbformat.validate(committed)
 
 
 @pytest.mark.slow
@@ -88,6 +107,19 @@ def test_quickstart(kernel_env):
     counts = r["mining_counts"]
     assert all(v > 0 for v in counts.values()), counts
     assert sum(counts.values()) == r["num_negatives"] == 24
+    # Every label loss of the comparison beats raw pixels by far; SimCLR (no labels) is scored.
+    table = r["loss_table"]
+    assert table["raw pixels (64-d)"] == r["raw_map_at_r"]
+    for name, map_at_r in table.items():
+        if name.startswith("SimCLR"):
+            assert 0.0 < map_at_r < 1.0, name
+        elif not name.startswith("raw"):
+            assert map_at_r > r["raw_map_at_r"] + 0.1, (name, map_at_r)
+    # Data-parallel: the CPU split into 4 devices; the same loss and gradient as one device.
+    assert r["num_devices"] == 4
+    assert r["sharded_loss_diff"] < 1e-5
+    assert r["sharded_grad_diff"] < 1e-5
+    assert r["sharded_map_at_r"] > r["raw_map_at_r"] + 0.1
 
 
 @pytest.mark.slow
