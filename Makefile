@@ -30,9 +30,11 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -n 2
 
+# Every Python file and notebook of the repository, and the Python blocks of the Markdown
+# files (ruff skips .venv and what .gitignore lists, .venv-bench and workdirs/ included).
 lint: $(VENV)/.installed-dev
-	$(VENV)/bin/ruff check jaxmetric tests benchmarks
-	$(VENV)/bin/ruff format --check jaxmetric tests benchmarks
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # The Colab notebooks: each colab/<name>.ipynb is generated, without outputs, from its
 # jupytext source colab/<name>.py (edit the .py; tests/test_notebooks.py checks they agree).
