@@ -1,4 +1,4 @@
-"""retrieval_metrics against pytorch-metric-learning's AccuracyCalculator.
+"""jaxmetric.metrics.retrieval_metrics against pytorch-metric-learning's AccuracyCalculator.
 
 PML is not a dependency: this module is skipped unless PML and torch are
 installed (they are in the benchmark venv of `make bench`, ``.venv-bench``).
@@ -74,7 +74,7 @@ if pytest is not None:
         check_against_pml(metric, same_source)
 
 
-if __name__ == "__main__":  # .venv-bench/bin/python tests/test_metrics_pml.py
+if __name__ == "__main__":  # .venv-bench/bin/python tests/metrics/test_retrieval_pml.py
     for metric, same_source in CASES:
         check_against_pml(metric, same_source)
         print(f"ok: {metric}, same_source={same_source}")

@@ -1,0 +1,58 @@
+"""Evaluation metrics for embeddings: retrieval, classification, verification, clustering.
+
+One module per job:
+
+- `retrieval`: P@1, R-precision, MAP@R, mAP and Recall@k (`retrieval_metrics`),
+  blockwise over the query rows and sharded over devices;
+- `classification`: the kNN classifier (`knn_predict`, `knn_accuracy`) and
+  the linear probe (`linear_probe_accuracy`);
+- `verification`: ROC AUC, TAR@FAR and best accuracy of scored pairs
+  (`verification_metrics`, `verification_pairs`);
+- `clustering`: `kmeans`, `normalized_mutual_info`, `adjusted_mutual_info`
+  and `clustering_metrics`;
+- `report`: all of them at once on a train / test split (`evaluate_embeddings`).
+
+This package is a kernel: it imports nothing from ``models``, ``data``,
+``train`` or ``main``.
+
+Conventions shared by every function here:
+
+- ``metric`` is ``"cosine"`` (distance 1 - cos) or ``"euclidean"``
+  (`RETRIEVAL_METRICS`).
+- **Ties in distance** are broken by the index of the reference row: of two
+  references at the same distance, the one that comes first in
+  ``reference`` ranks first (a stable sort by distance, as a brute-force
+  faiss / ``torch.topk`` search would usually return them). Ties are judged on
+  the float32 distances computed here; rows that are identical (or, for
+  cosine, equal up to a power-of-two scale) always tie exactly.
+- Labels are non-negative integers.
+"""
+
+from jaxmetric.metrics._common import RETRIEVAL_METRICS
+from jaxmetric.metrics.classification import knn_accuracy, knn_predict, linear_probe_accuracy
+from jaxmetric.metrics.clustering import (
+    KMeansResult,
+    adjusted_mutual_info,
+    clustering_metrics,
+    kmeans,
+    normalized_mutual_info,
+)
+from jaxmetric.metrics.report import evaluate_embeddings
+from jaxmetric.metrics.retrieval import retrieval_metrics
+from jaxmetric.metrics.verification import verification_metrics, verification_pairs
+
+__all__ = [
+    "RETRIEVAL_METRICS",
+    "KMeansResult",
+    "adjusted_mutual_info",
+    "clustering_metrics",
+    "evaluate_embeddings",
+    "kmeans",
+    "knn_accuracy",
+    "knn_predict",
+    "linear_probe_accuracy",
+    "normalized_mutual_info",
+    "retrieval_metrics",
+    "verification_metrics",
+    "verification_pairs",
+]

@@ -1,0 +1,380 @@
+"""Clustering: k-means in JAX, and the NMI / AMI of a clustering against classes.
+
+`kmeans` (Lloyd's algorithm with k-means++ seeding) runs under ``jit``;
+`normalized_mutual_info` and `adjusted_mutual_info` are exact NumPy
+computations on the [classes, clusters] contingency table, with
+scikit-learn's conventions for degenerate labelings.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpy.typing import ArrayLike
+
+from jaxmetric.metrics import _common
+
+__all__ = [
+    "KMeansResult",
+    "adjusted_mutual_info",
+    "clustering_metrics",
+    "kmeans",
+    "normalized_mutual_info",
+]
+
+
+# --------------------------------------------------------------------------------------
+# k-means.
+# --------------------------------------------------------------------------------------
+
+
+class KMeansResult(NamedTuple):
+    """Output of `kmeans`."""
+
+    centroids: jax.Array  # [k, D]
+    labels: jax.Array  # [N] int32 cluster of each row
+    inertia: jax.Array  # scalar: sum of squared distances to the assigned centroid
+
+
+def _assign(x, x_sq, centroids):
+    d = x_sq[:, None] + jnp.sum(jnp.square(centroids), axis=1)[None, :] - 2.0 * x @ centroids.T
+    d = jnp.maximum(d, 0.0)
+    labels = jnp.argmin(d, axis=1)
+    return labels, jnp.sum(jnp.min(d, axis=1))
+
+
+def _kmeans_pp(x, x_sq, k, key):
+    n = x.shape[0]
+    key, first_key = jax.random.split(key)
+    first = jax.random.randint(first_key, (), 0, n)
+    centroids = jnp.zeros((k, x.shape[1]), x.dtype).at[0].set(x[first])
+    min_d = jnp.maximum(x_sq + jnp.sum(jnp.square(x[first])) - 2.0 * x @ x[first], 0.0)
+
+    def body(c, carry):
+        centroids, min_d, key = carry
+        key, sub = jax.random.split(key)
+        total = jnp.sum(min_d)
+        # D^2 sampling; uniform when every row already sits on a centroid.
+        logits = jnp.where(total > 0, jnp.log(min_d), 0.0)
+        idx = jax.random.categorical(sub, logits)
+        new = x[idx]
+        d = jnp.maximum(x_sq + jnp.sum(jnp.square(new)) - 2.0 * x @ new, 0.0)
+        return centroids.at[c].set(new), jnp.minimum(min_d, d), key
+
+    centroids, _, _ = jax.lax.fori_loop(1, k, body, (centroids, min_d, key))
+    return centroids
+
+
+def _lloyd(x, x_sq, centroids, num_iters):
+    k = centroids.shape[0]
+
+    def body(_, centroids):
+        labels, _ = _assign(x, x_sq, centroids)
+        sums = jax.ops.segment_sum(x, labels, num_segments=k)
+        counts = jax.ops.segment_sum(jnp.ones(x.shape[0], x.dtype), labels, num_segments=k)
+        # An empty cluster keeps its centroid.
+        return jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1.0)[:, None], centroids)
+
+    centroids = jax.lax.fori_loop(0, num_iters, body, centroids)
+    labels, inertia = _assign(x, x_sq, centroids)
+    return KMeansResult(centroids, labels.astype(jnp.int32), inertia)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "num_iters", "n_init"))
+def _kmeans(x, key, init, *, k, num_iters, n_init):
+    x_sq = jnp.sum(jnp.square(x), axis=1)
+    if init is not None:
+        return _lloyd(x, x_sq, init, num_iters)
+    runs = jax.vmap(lambda kk: _lloyd(x, x_sq, _kmeans_pp(x, x_sq, k, kk), num_iters))(
+        jax.random.split(key, n_init)
+    )
+    best = jnp.argmin(runs.inertia)  # First of equal inertias.
+    return jax.tree.map(lambda a: a[best], runs)
+
+
+def kmeans(
+    x: jax.Array,
+    k: int,
+    *,
+    key: jax.Array,
+    num_iters: int = 100,
+    n_init: int = 3,
+    init: jax.Array | None = None,
+) -> KMeansResult:
+    r"""k-means (Lloyd's algorithm) with k-means++ seeding, in JAX.
+
+    Minimises the inertia :math:`\sum_i \min_c \lVert x_i - \mu_c \rVert^2`.
+    Each of ``n_init`` runs seeds its centroids with k-means++ (Arthur &
+    Vassilvitskii 2007: the first uniformly, each next one drawn with
+    probability proportional to the squared distance to the nearest centroid
+    chosen so far), then runs ``num_iters`` Lloyd iterations (assign to the
+    nearest centroid, ties to the lower centroid index; move each centroid to
+    the mean of its rows; an empty cluster keeps its centroid). The run with
+    the lowest inertia is returned. The runs are ``vmap``-ed and the loops are
+    ``fori_loop``-s: a fixed amount of work, deterministic given ``key``.
+
+    Args:
+      x: [N, D] float data.
+      k: number of clusters, in [1, N].
+      key: PRNG key of the seeding.
+      num_iters: Lloyd iterations per run, >= 0.
+      n_init: number of seeded runs, >= 1.
+      init: optional [k, D] initial centroids (then a single run, no seeding).
+
+    Returns:
+      A `KMeansResult` (centroids [k, D], labels [N], inertia).
+
+    Reference:
+      Lloyd, "Least squares quantization in PCM", 1982; Arthur & Vassilvitskii,
+      "k-means++: the advantages of careful seeding", SODA 2007.
+
+    Example:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> from jaxmetric.metrics import kmeans
+      >>> x = jnp.array([[0.0, 0.0], [0.0, 1.0], [10.0, 0.0], [10.0, 1.0]])
+      >>> result = kmeans(x, 2, key=jax.random.key(0), init=x[:3:2])
+      >>> result.labels.tolist(), result.centroids.tolist(), float(result.inertia)
+      ([0, 0, 1, 1], [[0.0, 0.5], [10.0, 0.5]], 1.0)
+    """
+    x = _common.check_embeddings(x, "x")
+    k = _common.check_int(k, "k", high=x.shape[0])
+    num_iters = _common.check_int(num_iters, "num_iters", low=0)
+    n_init = _common.check_int(n_init, "n_init")
+    if init is not None:
+        init = jnp.asarray(init, jnp.float32)
+        if init.shape != (k, x.shape[1]):
+            raise ValueError(f"`init` must have shape {(k, x.shape[1])}, got {init.shape}.")
+    return _kmeans(x, key, init, k=k, num_iters=num_iters, n_init=n_init)
+
+
+# --------------------------------------------------------------------------------------
+# Mutual information of two labelings.
+# --------------------------------------------------------------------------------------
+
+
+class _Contingency(NamedTuple):
+    """The nonzero cells of the [classes, clusters] co-occurrence table, and its sums.
+
+    Only the nonzero cells: a dense table of N singletons against N
+    singletons would take N^2 floats.
+    """
+
+    counts: np.ndarray  # [cells] float64 n_ij > 0
+    rows: np.ndarray  # [cells] class i of each cell
+    cols: np.ndarray  # [cells] cluster j of each cell
+    a: np.ndarray  # [classes] float64 row sums a_i (class sizes)
+    b: np.ndarray  # [clusters] float64 column sums b_j (cluster sizes)
+
+
+def _contingency(labels_true: ArrayLike, labels_pred: ArrayLike) -> _Contingency:
+    u = np.asarray(labels_true)
+    v = np.asarray(labels_pred)
+    if u.ndim != 1 or v.shape != u.shape:
+        raise ValueError(
+            f"`labels_true` and `labels_pred` must be 1-D of one length, got {u.shape} "
+            f"and {v.shape}."
+        )
+    _, ui = np.unique(u, return_inverse=True)
+    _, vi = np.unique(v, return_inverse=True)
+    num_clusters = int(vi.max(initial=-1)) + 1
+    cells, counts = np.unique(ui.astype(np.int64) * num_clusters + vi, return_counts=True)
+    rows, cols = np.divmod(cells, max(num_clusters, 1))
+    a = np.bincount(ui).astype(np.float64)
+    b = np.bincount(vi).astype(np.float64)
+    return _Contingency(counts.astype(np.float64), rows, cols, a, b)
+
+
+def _entropy(counts: np.ndarray) -> float:
+    """H = -sum_i (a_i / n) log(a_i / n) of the cluster sizes a_i."""
+    counts = counts[counts > 0]
+    n = counts.sum()
+    # log(a / n) as log(a) - log(n), as in `_mutual_info`.
+    return float(-np.sum(counts / n * (np.log(counts) - np.log(n))))
+
+
+def _mutual_info(table: _Contingency) -> float:
+    """I(U; V) of a contingency table, clipped at 0 (rounding can dip below)."""
+    nij, a, b = table.counts, table.a[table.rows], table.b[table.cols]
+    n = table.a.sum()
+    # Logs of ratios as differences of logs, in scikit-learn's order of operations:
+    # a perfect match then gives I(U; V) equal to the normaliser, and NMI = AMI = 1.0
+    # rather than 1 - eps.
+    terms = nij / n * (np.log(nij) - np.log(n)) + nij / n * (np.log(n) - np.log(a * b) + np.log(n))
+    # Terms below eps are rounding noise of independent cells.
+    terms = np.where(np.abs(terms) < np.finfo(np.float64).eps, 0.0, terms)
+    return max(float(np.sum(terms)), 0.0)
+
+
+def _log_factorials(n: int) -> np.ndarray:
+    """[n + 1] log k! for k = 0..n.
+
+    Each entry is its own ``math.lgamma`` (accurate to about an ulp): a
+    cumulative sum of logs would drift by ~sqrt(n) ulps, and the hypergeometric
+    log-probabilities below are differences of such terms.
+    """
+    return np.fromiter(map(math.lgamma, range(1, n + 2)), np.float64, count=n + 1)
+
+
+def _expected_mutual_info(a: np.ndarray, b: np.ndarray) -> float:
+    r"""E[I(U; V)] over random labelings with the row sums ``a`` and column sums ``b``.
+
+    .. math::
+
+        E[I] = \sum_{i,j} \sum_{n_{ij}=\max(1, a_i+b_j-N)}^{\min(a_i, b_j)}
+        \frac{n_{ij}}{N} \log\frac{N n_{ij}}{a_i b_j}\,
+        \frac{a_i!\, b_j!\, (N-a_i)!\, (N-b_j)!}
+             {N!\, n_{ij}!\, (a_i-n_{ij})!\, (b_j-n_{ij})!\, (N-a_i-b_j+n_{ij})!}
+
+    (Vinh, Epps & Bailey 2010: given the marginals, n_ij is hypergeometric).
+    A term depends on (a_i, b_j) only, so each distinct pair of sizes is
+    summed once and weighted by how often it occurs: a side of N rows has at
+    most sqrt(2N) distinct sizes.
+    """
+    a = a.astype(np.int64)
+    b = b.astype(np.int64)
+    n = int(a.sum())
+    log_fact = _log_factorials(n)
+    sizes_a, repeats_a = np.unique(a, return_counts=True)
+    sizes_b, repeats_b = np.unique(b, return_counts=True)
+    emi = 0.0
+    for size_a, repeat_a in zip(sizes_a, repeats_a, strict=True):
+        # Every (b_j, n_ij) of this a_i, flattened: n_ij runs over [start, stop) for each b_j.
+        start = np.maximum(1, size_a + sizes_b - n)
+        length = np.maximum(np.minimum(size_a, sizes_b) + 1 - start, 0)
+        col = np.repeat(np.arange(sizes_b.size), length)
+        offset = np.arange(col.size) - np.repeat(np.cumsum(length) - length, length)
+        nij = start[col] + offset
+        size_b = sizes_b[col]
+        log_prob = (
+            log_fact[size_a]
+            + log_fact[size_b]
+            + log_fact[n - size_a]
+            + log_fact[n - size_b]
+            - log_fact[n]
+            - log_fact[nij]
+            - log_fact[size_a - nij]
+            - log_fact[size_b - nij]
+            - log_fact[n - size_a - size_b + nij]
+        )
+        log_ratio = math.log(n) + np.log(nij) - math.log(size_a) - np.log(size_b)
+        terms = nij / n * log_ratio * np.exp(log_prob)
+        emi += float(repeat_a * np.sum(repeats_b[col] * terms))
+    return emi
+
+
+def _away_from_zero(x: float) -> float:
+    """``x`` with |x| >= float64 eps, sign kept (0 -> +eps)."""
+    eps = float(np.finfo(np.float64).eps)
+    return min(x, -eps) if x < 0 else max(x, eps)
+
+
+def normalized_mutual_info(labels_true: ArrayLike, labels_pred: ArrayLike) -> float:
+    r"""Normalised mutual information with the arithmetic mean normaliser.
+
+    .. math::
+
+        \mathrm{NMI}(U, V) = \frac{I(U; V)}{(H(U) + H(V)) / 2},\qquad
+        I(U;V) = \sum_{ij} \frac{n_{ij}}{n} \log \frac{n\, n_{ij}}{a_i b_j},
+
+    with the contingency counts n_ij, row sums a_i and column sums b_j.
+    Matches scikit-learn's ``normalized_mutual_info_score`` (its default
+    ``average_method="arithmetic"``), including its conventions: 1.0 when
+    both labelings are one single cluster, 0.0 when I(U; V) = 0.
+
+    Args:
+      labels_true: [N] int class labels.
+      labels_pred: [N] int cluster labels.
+
+    Returns:
+      NMI in [0, 1].
+
+    Reference:
+      Strehl & Ghosh, "Cluster ensembles", JMLR 2002; Vinh, Epps & Bailey,
+      "Information theoretic measures for clusterings comparison", JMLR 2010.
+
+    Example:
+      >>> from jaxmetric.metrics import normalized_mutual_info
+      >>> normalized_mutual_info([0, 0, 1, 1], [5, 5, 3, 3])  # Same partition, renamed.
+      1.0
+    """
+    table = _contingency(labels_true, labels_pred)
+    if (table.a.size, table.b.size) in ((0, 0), (1, 1)):
+        return 1.0
+    mi = _mutual_info(table)
+    if mi == 0.0:
+        return 0.0
+    entropies = _entropy(table.a) + _entropy(table.b)
+    normaliser = max(entropies / 2.0, np.finfo(np.float64).eps)
+    return float(mi / normaliser)
+
+
+def adjusted_mutual_info(labels_true: ArrayLike, labels_pred: ArrayLike) -> float:
+    r"""Adjusted mutual information: mutual information corrected for chance.
+
+    .. math::
+
+        \mathrm{AMI}(U, V) = \frac{I(U; V) - E[I(U; V)]}
+                                  {(H(U) + H(V)) / 2 - E[I(U; V)]},
+
+    with I(U; V) as in `normalized_mutual_info` and E[I(U; V)] its expectation
+    over random labelings with the same cluster sizes (the hypergeometric
+    model: n_ij is the overlap of a random a_i-subset and a random b_j-subset
+    of the N rows). AMI is 1 for identical partitions and about 0 for a
+    random one (it can be negative). Matches scikit-learn's
+    ``adjusted_mutual_info_score`` (its default
+    ``average_method="arithmetic"``), including its conventions: 1.0 when
+    both labelings are one single cluster (or both are empty), 0.0 when
+    exactly one is, and the numerator and denominator kept at least float64
+    eps away from zero with their signs.
+
+    Args:
+      labels_true: [N] int class labels.
+      labels_pred: [N] int cluster labels.
+
+    Returns:
+      AMI, at most 1.
+
+    Reference:
+      Vinh, Epps & Bailey, "Information theoretic measures for clusterings
+      comparison: variants, properties, normalization and correction for
+      chance", JMLR 2010.
+
+    Example:
+      >>> from jaxmetric.metrics import adjusted_mutual_info
+      >>> adjusted_mutual_info([0, 0, 1, 1], [5, 5, 3, 3])  # Same partition, renamed.
+      1.0
+      >>> adjusted_mutual_info([0, 0, 0, 0], [0, 1, 2, 3])  # One class: nothing to find.
+      0.0
+    """
+    table = _contingency(labels_true, labels_pred)
+    if (table.a.size, table.b.size) in ((0, 0), (1, 1)):
+        return 1.0
+    if 1 in (table.a.size, table.b.size):
+        return 0.0
+    mi = _mutual_info(table)
+    emi = _expected_mutual_info(table.a, table.b)
+    normaliser = (_entropy(table.a) + _entropy(table.b)) / 2.0
+    # E[I] can exceed the normaliser by rounding, at a perfect match: keep the signs.
+    return float(_away_from_zero(mi - emi) / _away_from_zero(normaliser - emi))
+
+
+def clustering_metrics(labels_true: ArrayLike, labels_pred: ArrayLike) -> dict[str, float]:
+    """NMI (`normalized_mutual_info`) and AMI (`adjusted_mutual_info`) of a clustering.
+
+    Args:
+      labels_true: [N] int class labels.
+      labels_pred: [N] int cluster labels (e.g. ``kmeans(...).labels``).
+
+    Returns:
+      ``{"nmi": ..., "ami": ...}`` as Python floats.
+    """
+    return {
+        "nmi": normalized_mutual_info(labels_true, labels_pred),
+        "ami": adjusted_mutual_info(labels_true, labels_pred),
+    }
