@@ -9,9 +9,9 @@ import pytest
 
 import jaxmetric as jm
 from jaxmetric import distances, losses, mining, parallel, queue
-from jaxmetric.losses import angular, moco, npair, ntxent, pair, triplet
+from jaxmetric.losses import angular, contrastive, moco, npair, ntxent, triplet
 
-MODULES = [distances, mining, parallel, queue, angular, moco, npair, ntxent, pair, triplet]
+MODULES = [distances, mining, parallel, queue, angular, contrastive, moco, npair, ntxent, triplet]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)

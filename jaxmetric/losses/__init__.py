@@ -1,11 +1,20 @@
-"""Loss kernels: pure functions of arrays, one module per family."""
+"""Loss kernels: pure functions of arrays, one module per family.
 
+``LABEL_LOSSES`` maps the name of every label-based loss (``(embeddings,
+labels, *, <hyper>, mask=None, axis_name=None)``) to its spec; see
+``jaxmetric.losses._registry``.
+"""
+
+from jaxmetric.losses._registry import LABEL_LOSSES as LABEL_LOSSES
 from jaxmetric.losses.angular import angular_loss
 from jaxmetric.losses.circle import circle_loss
+from jaxmetric.losses.contrastive import contrastive_loss
 from jaxmetric.losses.lifted import lifted_structure_loss
 from jaxmetric.losses.margin_softmax import arcface_loss, cosface_loss
 from jaxmetric.losses.moco import moco_loss
 from jaxmetric.losses.multi_similarity import multi_similarity_loss
+from jaxmetric.losses.nnclr import nnclr_loss
+from jaxmetric.losses.nnclr import support_nearest_neighbors as support_nearest_neighbors
 from jaxmetric.losses.noncontrastive import (
     barlow_twins_loss,
     byol_loss,
@@ -13,16 +22,16 @@ from jaxmetric.losses.noncontrastive import (
     simsiam_loss,
     vicreg_loss,
 )
-from jaxmetric.losses.nnclr import nnclr_loss, support_nearest_neighbors
 from jaxmetric.losses.npair import npair_loss
 from jaxmetric.losses.ntxent import ntxent_loss, simclr_loss
-from jaxmetric.losses.pair import contrastive_loss
 from jaxmetric.losses.proxy import proxy_anchor_loss, proxy_nca_loss
 from jaxmetric.losses.soft_nearest_neighbor import soft_nearest_neighbor_loss
 from jaxmetric.losses.supcon import supcon_loss
 from jaxmetric.losses.triplet import triplet_margin_loss
 from jaxmetric.losses.xbm import xbm_loss
 
+# The loss functions (tests and docs iterate over it); LABEL_LOSSES and
+# support_nearest_neighbors are exported beside them.
 __all__ = [
     "angular_loss",
     "arcface_loss",

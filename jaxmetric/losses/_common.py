@@ -1,8 +1,30 @@
-"""Pieces shared by the label-based losses: input checks, gathering, masked LSE."""
+"""Pieces shared by the label-based losses: the batch, the loss spec, masked LSE.
+
+Every label-based loss ``<name>(embeddings, labels, *, <hyper>, mask=None,
+axis_name=None)`` is computed in one way, by ``label_loss``:
+
+1. ``check(**hyper)``: trace-time checks of the hyper-parameters (a
+   ``ValueError`` naming the argument);
+2. ``labelled_batch``: the input checks, and the ``Batch`` of local anchors
+   and globally gathered candidates;
+3. ``terms(batch, **hyper) -> (losses, valid)``: the loss terms of the local
+   anchors and which of them count, arrays of one shape;
+4. ``reduce(losses, valid, axis_name, **hyper)``: the scalar of the global
+   batch (by default the mean over the valid terms).
+
+A loss module holds these pieces and a ``LabelLoss`` spec naming them
+(``SPEC``); its public function only forwards its arguments to
+``label_loss(SPEC, ...)``. ``jaxmetric.losses.LABEL_LOSSES`` maps every
+public name to its spec, so ``xbm_loss`` and the trainer can run any of them
+(XBM appends its memory to the batch's candidates between steps 2 and 3).
+"""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import dataclasses
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,23 +65,112 @@ def labelled_batch(
     axis_name: str | None,
     *,
     normalize: bool,
+    gather: bool = True,
 ) -> Batch:
-    """Checks the inputs of a label-based loss and gathers its candidates."""
+    """Checks the inputs of a label-based loss and gathers its candidates.
+
+    ``gather=False`` leaves the candidates local (the rows themselves), for a
+    ring that passes them from device to device; ``anchor_index`` stays global.
+    """
     embeddings = _checks.check_embeddings(embeddings)
     batch = embeddings.shape[0]
     labels = _checks.check_labels(labels, batch)
     mask = _checks.check_mask(mask, batch)
     if normalize:
         embeddings = l2_normalize(embeddings)
+    collect = (lambda x: parallel.gather(x, axis_name)) if gather else (lambda x: x)
     return Batch(
         anchors=embeddings,
         labels=labels,
         mask=mask,
-        candidates=parallel.gather(embeddings, axis_name),
-        candidate_labels=parallel.gather(labels, axis_name),
-        candidate_mask=parallel.gather(mask, axis_name),
+        candidates=collect(embeddings),
+        candidate_labels=collect(labels),
+        candidate_mask=collect(mask),
         anchor_index=parallel.anchor_index(batch, axis_name),
     )
+
+
+def mean_over_valid(losses: jax.Array, valid: jax.Array, axis_name: str | None, **_) -> jax.Array:
+    """The default reduction: the mean of the valid terms of the global batch."""
+    return parallel.reduce_losses(losses, valid, "mean", axis_name)
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelLoss:
+    """How a label-based loss is computed from a ``Batch``.
+
+    Attributes:
+      loss: the public function; its keyword defaults are the defaults of the
+        hyper-parameters.
+      check: ``check(**hyper)``, keyword-only; its parameters are the loss's
+        hyper-parameters (those ``terms``, ``reduce`` and ``value`` receive).
+      terms: ``terms(batch, **hyper) -> (losses, valid)`` for the local anchors.
+      reduce: ``reduce(losses, valid, axis_name, **hyper) -> value`` of the
+        global batch; by default the mean over the valid terms.
+      value: optional ``value(batch, axis_name, **hyper)``, an exact shortcut
+        for ``reduce(*terms(batch), ...)`` that does not form every term
+        (the triplet loss's sorted hinge sums, NT-Xent's tiles).
+      normalize: whether rows are L2-normalised before the loss (the memory of
+        ``xbm_loss`` too); None: the ``normalize`` hyper-parameter says.
+    """
+
+    loss: Callable[..., jax.Array]
+    check: Callable[..., None]
+    terms: Callable[..., tuple[jax.Array, jax.Array]]
+    reduce: Callable[..., jax.Array] = mean_over_valid
+    value: Callable[..., jax.Array] | None = None
+    normalize: bool | None = True
+
+    @property
+    def name(self) -> str:
+        return self.loss.__name__
+
+    @property
+    def hyper_params(self) -> dict[str, Any]:
+        """The hyper-parameters and their defaults, in ``check``'s order."""
+        defaults = inspect.signature(self.loss).parameters
+        return {name: defaults[name].default for name in inspect.signature(self.check).parameters}
+
+    def resolve(self, hyper: Mapping[str, Any]) -> dict[str, Any]:
+        """The defaults updated by ``hyper``, checked; unknown names raise ValueError."""
+        names = self.hyper_params
+        for key in hyper:
+            if key not in names:
+                raise ValueError(
+                    f"Unknown hyper-parameter `{key}` for loss={self.name!r}; expected one "
+                    f"of {', '.join(map(repr, names))}."
+                )
+        resolved = {**names, **hyper}
+        self.check(**resolved)
+        return resolved
+
+    def normalizes(self, hyper: Mapping[str, Any]) -> bool:
+        return bool(hyper["normalize"]) if self.normalize is None else self.normalize
+
+    def evaluate(self, batch: Batch, axis_name: str | None, hyper: Mapping[str, Any]):
+        """The loss of a (checked) batch: ``value``, or ``reduce`` of ``terms``."""
+        if self.value is not None:
+            return self.value(batch, axis_name, **hyper)
+        losses, valid = self.terms(batch, **hyper)
+        return self.reduce(losses, valid, axis_name, **hyper)
+
+
+def label_loss(
+    spec: LabelLoss,
+    embeddings: jax.Array,
+    labels: jax.Array,
+    mask: jax.Array | None,
+    axis_name: str | None,
+    **hyper,
+) -> jax.Array:
+    """The body of every label-based loss: check, build the batch, terms, reduce.
+
+    ``hyper`` holds every hyper-parameter of ``spec`` (the public function
+    passes its own arguments).
+    """
+    spec.check(**hyper)
+    batch = labelled_batch(embeddings, labels, mask, axis_name, normalize=spec.normalizes(hyper))
+    return spec.evaluate(batch, axis_name, hyper)
 
 
 def masked_logsumexp(

@@ -7,8 +7,28 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import parallel
 from jaxmetric.losses import _common
+
+
+def check(*, alpha: float) -> None:
+    if not 0 < alpha < 90:
+        raise ValueError(f"`alpha` must be in (0, 90) degrees, got {alpha!r}.")
+
+
+def terms(batch: _common.Batch, *, alpha: float) -> tuple[jax.Array, jax.Array]:
+    """Per positive pair angular losses [b, M]; pairs whose anchor has a negative count."""
+    tan_sq = math.tan(math.radians(alpha)) ** 2
+    pos, neg = batch.pair_masks()
+    anchor_sim = batch.anchors @ batch.candidates.T  # [b, M]
+    candidate_sim = batch.candidates @ batch.candidates.T  # [M, M]
+    if alpha <= _FACTORED_MAX_ALPHA:
+        negative_lse = _factored_negative_lse(anchor_sim, candidate_sim, neg, tan_sq)
+    else:
+        # f[a, p, n] = 4 t (x_a + x_p).x_n, over an explicit [b, M, M] array.
+        logits = 4.0 * tan_sq * (anchor_sim[:, None, :] + candidate_sim[None, :, :])
+        negative_lse = _common.masked_logsumexp(logits, neg[:, None, :], axis=2)
+    losses = jax.nn.softplus(negative_lse - 2.0 * (1.0 + tan_sq) * anchor_sim)
+    return losses, pos & jnp.any(neg, axis=1, keepdims=True)
 
 
 def angular_loss(
@@ -48,22 +68,10 @@ def angular_loss(
     Reference:
       Wang et al., "Deep Metric Learning with Angular Loss", ICCV 2017.
     """
-    if not 0 < alpha < 90:
-        raise ValueError(f"`alpha` must be in (0, 90) degrees, got {alpha!r}.")
-    batch = _common.labelled_batch(embeddings, labels, mask, axis_name, normalize=True)
-    tan_sq = math.tan(math.radians(alpha)) ** 2
-    pos, neg = batch.pair_masks()
-    anchor_sim = batch.anchors @ batch.candidates.T  # [b, M]
-    candidate_sim = batch.candidates @ batch.candidates.T  # [M, M]
-    if alpha <= _FACTORED_MAX_ALPHA:
-        negative_lse = _factored_negative_lse(anchor_sim, candidate_sim, neg, tan_sq)
-    else:
-        # f[a, p, n] = 4 t (x_a + x_p).x_n, over an explicit [b, M, M] array.
-        logits = 4.0 * tan_sq * (anchor_sim[:, None, :] + candidate_sim[None, :, :])
-        negative_lse = _common.masked_logsumexp(logits, neg[:, None, :], axis=2)
-    losses = jax.nn.softplus(negative_lse - 2.0 * (1.0 + tan_sq) * anchor_sim)
-    valid = pos & jnp.any(neg, axis=1, keepdims=True)
-    return parallel.reduce_losses(losses, valid, "mean", axis_name)
+    return _common.label_loss(SPEC, embeddings, labels, mask, axis_name, alpha=alpha)
+
+
+SPEC = _common.LabelLoss(angular_loss, check=check, terms=terms)
 
 
 # exp(4 t s) spans exp(8 t) over cosines s in [-1, 1]; up to this angle

@@ -5,11 +5,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, parallel
+from jaxmetric import _checks
 from jaxmetric.losses import _common
 
 
-def _circle_terms(batch: _common.Batch, *, m: float, gamma: float) -> tuple[jax.Array, jax.Array]:
+def check(*, m: float, gamma: float) -> None:
+    _checks.check_non_negative(m, "m")
+    _checks.check_positive(gamma, "gamma")
+
+
+def terms(batch: _common.Batch, *, m: float, gamma: float) -> tuple[jax.Array, jax.Array]:
     """Per-anchor circle losses [b] and which anchors count (a positive and a negative)."""
     sim = batch.anchors @ batch.candidates.T  # [b, M] cosine
     pos, neg = batch.pair_masks()
@@ -76,8 +81,7 @@ def circle_loss(
       Sun et al., "Circle Loss: A Unified Perspective of Pair Similarity
       Optimization", CVPR 2020, eq. 6.
     """
-    _checks.check_non_negative(m, "m")
-    _checks.check_positive(gamma, "gamma")
-    batch = _common.labelled_batch(embeddings, labels, mask, axis_name, normalize=True)
-    losses, valid = _circle_terms(batch, m=m, gamma=gamma)
-    return parallel.reduce_losses(losses, valid, "mean", axis_name)
+    return _common.label_loss(SPEC, embeddings, labels, mask, axis_name, m=m, gamma=gamma)
+
+
+SPEC = _common.LabelLoss(circle_loss, check=check, terms=terms)

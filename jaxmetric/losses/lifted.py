@@ -5,12 +5,17 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, parallel
+from jaxmetric import _checks
 from jaxmetric.distances import pairwise_distances
 from jaxmetric.losses import _common
 
 
-def _lifted_terms(
+def check(*, pos_margin: float, neg_margin: float) -> None:
+    _checks.check_non_negative(pos_margin, "pos_margin")
+    _checks.check_non_negative(neg_margin, "neg_margin")
+
+
+def terms(
     batch: _common.Batch, *, pos_margin: float, neg_margin: float
 ) -> tuple[jax.Array, jax.Array]:
     """Per-anchor lifted structure losses [b]; anchors with a positive and a negative count."""
@@ -76,8 +81,9 @@ def lifted_structure_loss(
       Oh Song et al., "Deep Metric Learning via Lifted Structured Feature
       Embedding", CVPR 2016.
     """
-    _checks.check_non_negative(pos_margin, "pos_margin")
-    _checks.check_non_negative(neg_margin, "neg_margin")
-    batch = _common.labelled_batch(embeddings, labels, mask, axis_name, normalize=True)
-    losses, valid = _lifted_terms(batch, pos_margin=pos_margin, neg_margin=neg_margin)
-    return parallel.reduce_losses(losses, valid, "mean", axis_name)
+    return _common.label_loss(
+        SPEC, embeddings, labels, mask, axis_name, pos_margin=pos_margin, neg_margin=neg_margin
+    )
+
+
+SPEC = _common.LabelLoss(lifted_structure_loss, check=check, terms=terms)

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import jax
 
-from jaxmetric import _checks, mining, parallel
+from jaxmetric import _checks, mining
 from jaxmetric.losses import _common
 
 
-def _multi_similarity_terms(
+def check(*, alpha: float, beta: float, base: float, epsilon: float | None) -> None:
+    del base  # Any similarity margin is allowed.
+    _checks.check_positive(alpha, "alpha")
+    _checks.check_positive(beta, "beta")
+    if epsilon is not None:
+        _checks.check_non_negative(epsilon, "epsilon")
+
+
+def terms(
     batch: _common.Batch, *, alpha: float, beta: float, base: float, epsilon: float | None
 ) -> tuple[jax.Array, jax.Array]:
     """Per-anchor multi-similarity losses [b] and which anchors count (all valid ones)."""
@@ -19,13 +27,6 @@ def _multi_similarity_terms(
     pos_term = _common.masked_logsumexp(-alpha * (sim - base), pos, axis=1, include_zero=True)
     neg_term = _common.masked_logsumexp(beta * (sim - base), neg, axis=1, include_zero=True)
     return pos_term / alpha + neg_term / beta, batch.mask
-
-
-def _check_hyper(alpha: float, beta: float, epsilon: float | None) -> None:
-    _checks.check_positive(alpha, "alpha")
-    _checks.check_positive(beta, "beta")
-    if epsilon is not None:
-        _checks.check_non_negative(epsilon, "epsilon")
 
 
 def multi_similarity_loss(
@@ -89,9 +90,8 @@ def multi_similarity_loss(
       Wang et al., "Multi-Similarity Loss with General Pair Weighting for
       Deep Metric Learning", CVPR 2019.
     """
-    _check_hyper(alpha, beta, epsilon)
-    batch = _common.labelled_batch(embeddings, labels, mask, axis_name, normalize=True)
-    losses, valid = _multi_similarity_terms(
-        batch, alpha=alpha, beta=beta, base=base, epsilon=epsilon
-    )
-    return parallel.reduce_losses(losses, valid, "mean", axis_name)
+    hyper = {"alpha": alpha, "beta": beta, "base": base, "epsilon": epsilon}
+    return _common.label_loss(SPEC, embeddings, labels, mask, axis_name, **hyper)
+
+
+SPEC = _common.LabelLoss(multi_similarity_loss, check=check, terms=terms)

@@ -10,7 +10,13 @@ from jaxmetric.distances import l2_normalize
 from jaxmetric.losses import _blockwise, _common
 
 
-def _ntxent_terms(batch: _common.Batch, temperature: float) -> tuple[jax.Array, jax.Array]:
+def check(*, temperature: float, block_size: int | None) -> None:
+    _checks.check_positive(temperature, "temperature")
+    if block_size is not None and (not isinstance(block_size, int) or block_size <= 0):
+        raise ValueError(f"`block_size` must be a positive int or None, got {block_size!r}.")
+
+
+def terms(batch: _common.Batch, *, temperature: float, **_) -> tuple[jax.Array, jax.Array]:
     """Per positive pair NT-Xent terms [b, M] and their validity mask (dense)."""
     logits = batch.anchors @ batch.candidates.T / temperature  # [b, M]
     pos, neg = batch.pair_masks()
@@ -22,24 +28,32 @@ def _ntxent_terms(batch: _common.Batch, temperature: float) -> tuple[jax.Array, 
     return terms, pos
 
 
-def _check_tiling(block_size: int | None, ring: bool, axis_name: str | None) -> int | None:
-    if block_size is not None and (not isinstance(block_size, int) or block_size <= 0):
-        raise ValueError(f"`block_size` must be a positive int or None, got {block_size!r}.")
+def value(
+    batch: _common.Batch, axis_name: str | None, *, temperature: float, block_size: int | None
+) -> jax.Array:
+    """The mean of ``terms``; with ``block_size``, from row slabs (same value and gradient)."""
+    if block_size is None:
+        return _common.mean_over_valid(*terms(batch, temperature=temperature), axis_name)
+    meta = (batch.labels, batch.mask, batch.anchor_index)
+    num_candidates = batch.candidates.shape[0]
+    cand_meta = (
+        batch.candidate_labels,
+        batch.candidate_mask,
+        jnp.arange(num_candidates, dtype=jnp.int32),
+    )
+    total, count = _blockwise.fused_ntxent(
+        batch.anchors, batch.candidates, None, meta, cand_meta, temperature, block_size, True
+    )
+    return parallel.safe_divide(
+        parallel.global_sum(total, axis_name), parallel.global_sum(count, axis_name)
+    )
+
+
+def _check_ring(ring: bool, axis_name: str | None) -> None:
     if ring and axis_name is None:
         raise ValueError(
             "`ring`=True passes candidate blocks between devices: it needs `axis_name`."
         )
-    return block_size
-
-
-def _tiled_candidates(
-    emb: jax.Array, meta: tuple, axis_name: str | None, ring: bool
-) -> tuple[jax.Array, tuple]:
-    """The candidates a tiled loss starts from: the local block (ring) or all devices'."""
-    if ring:
-        return emb, meta
-    labels, mask, index = (parallel.gather(m, axis_name) for m in meta)
-    return parallel.gather(emb, axis_name), (labels, mask, index)
 
 
 def ntxent_loss(
@@ -96,31 +110,29 @@ def ntxent_loss(
       Chen et al., "A Simple Framework for Contrastive Learning of Visual
       Representations", ICML 2020.
     """
-    _checks.check_positive(temperature, "temperature")
-    _check_tiling(block_size, ring, axis_name)
-    if block_size is None and not ring:
-        batch = _common.labelled_batch(embeddings, labels, mask, axis_name, normalize=True)
-        terms, valid = _ntxent_terms(batch, temperature)
-        return parallel.reduce_losses(terms, valid, "mean", axis_name)
-
-    x = l2_normalize(_checks.check_embeddings(embeddings))
-    labels = _checks.check_labels(labels, x.shape[0])
-    mask = _checks.check_mask(mask, x.shape[0])
-    meta = (labels, mask, parallel.anchor_index(x.shape[0], axis_name))
-    block = block_size or x.shape[0]
-    cands, cand_meta = _tiled_candidates(x, meta, axis_name, ring)
-    if ring:
-        tiling = (temperature, block, axis_name, ring)
-        lse = _blockwise.negative_lse(x, cands, meta, cand_meta, *tiling)
-        total, count = _blockwise.positive_terms(x, cands, lse, meta, cand_meta, *tiling)
-        total, count = jnp.sum(total), jnp.sum(count)
-    else:
-        total, count = _blockwise.fused_ntxent(
-            x, cands, None, meta, cand_meta, temperature, block, True
-        )
+    hyper = {"temperature": temperature, "block_size": block_size}
+    if not ring:
+        return _common.label_loss(SPEC, embeddings, labels, mask, axis_name, **hyper)
+    # The ring passes the local rows around: no gathered candidates.
+    check(**hyper)
+    _check_ring(ring, axis_name)
+    batch = _common.labelled_batch(
+        embeddings, labels, mask, axis_name, normalize=True, gather=False
+    )
+    x = batch.anchors
+    meta = (batch.labels, batch.mask, batch.anchor_index)
+    tiling = (temperature, block_size or x.shape[0], axis_name, ring)
+    lse = _blockwise.negative_lse(x, x, meta, meta, *tiling)
+    total, count = _blockwise.positive_terms(x, x, lse, meta, meta, *tiling)
+    total, count = jnp.sum(total), jnp.sum(count)
     return parallel.safe_divide(
         parallel.global_sum(total, axis_name), parallel.global_sum(count, axis_name)
     )
+
+
+# ``ring`` is not a hyper-parameter of the spec: it changes where the
+# candidates live, which the spec's batch (gathered candidates) fixes.
+SPEC = _common.LabelLoss(ntxent_loss, check=check, terms=terms, value=value)
 
 
 def simclr_loss(
@@ -184,8 +196,8 @@ def simclr_loss(
       Chen et al., "A Simple Framework for Contrastive Learning of Visual
       Representations", ICML 2020, Algorithm 1.
     """
-    _checks.check_positive(temperature, "temperature")
-    _check_tiling(block_size, ring, axis_name)
+    check(temperature=temperature, block_size=block_size)
+    _check_ring(ring, axis_name)
     z1, z2 = _checks.check_embedding_pair(z1, z2, "z1", "z2")
     num_pairs = z1.shape[0]
     mask = _checks.check_mask(mask, num_pairs)
@@ -213,8 +225,7 @@ def simclr_loss(
             candidate_mask=jnp.concatenate([gathered_mask, gathered_mask]),
             anchor_index=meta[2],
         )
-        terms, valid = _ntxent_terms(batch, temperature)
-        return parallel.reduce_losses(terms, valid, "mean", axis_name)
+        return value(batch, axis_name, temperature=temperature, block_size=None)
 
     block = block_size or anchors.shape[0]
     # Each view's positive is the other view of its pair, which is local.

@@ -5,12 +5,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, parallel
+from jaxmetric import _checks
 from jaxmetric.distances import pairwise_distances
 from jaxmetric.losses import _common
 
 
-def _snn_terms(batch: _common.Batch, *, temperature: float) -> tuple[jax.Array, jax.Array]:
+def check(*, temperature: float) -> None:
+    _checks.check_positive(temperature, "temperature")
+
+
+def terms(batch: _common.Batch, *, temperature: float) -> tuple[jax.Array, jax.Array]:
     """Per-anchor soft nearest neighbour losses [b]; anchors with a positive count."""
     dist = pairwise_distances(batch.anchors, batch.candidates, metric="squared_euclidean")
     logits = -dist / temperature
@@ -67,7 +71,8 @@ def soft_nearest_neighbor_loss(
       Frosst, Papernot, Hinton, "Analyzing and Improving Representations
       with the Soft Nearest Neighbor Loss", ICML 2019, eq. 1.
     """
-    _checks.check_positive(temperature, "temperature")
-    batch = _common.labelled_batch(embeddings, labels, mask, axis_name, normalize=False)
-    losses, valid = _snn_terms(batch, temperature=temperature)
-    return parallel.reduce_losses(losses, valid, "mean", axis_name)
+    return _common.label_loss(SPEC, embeddings, labels, mask, axis_name, temperature=temperature)
+
+
+# The raw embeddings: the loss is on squared distances, not on the sphere.
+SPEC = _common.LabelLoss(soft_nearest_neighbor_loss, check=check, terms=terms, normalize=False)

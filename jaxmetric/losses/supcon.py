@@ -9,7 +9,11 @@ from jaxmetric import _checks, parallel
 from jaxmetric.losses import _common
 
 
-def _supcon_terms(batch: _common.Batch, *, temperature: float) -> tuple[jax.Array, jax.Array]:
+def check(*, temperature: float) -> None:
+    _checks.check_positive(temperature, "temperature")
+
+
+def terms(batch: _common.Batch, *, temperature: float) -> tuple[jax.Array, jax.Array]:
     """Per-anchor SupCon losses [b] and which anchors count (those with a positive)."""
     logits = batch.anchors @ batch.candidates.T / temperature  # [b, M]
     pos, neg = batch.pair_masks()
@@ -73,7 +77,7 @@ def supcon_loss(
     Reference:
       Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020, eq. 2.
     """
-    _checks.check_positive(temperature, "temperature")
-    batch = _common.labelled_batch(embeddings, labels, mask, axis_name, normalize=True)
-    losses, valid = _supcon_terms(batch, temperature=temperature)
-    return parallel.reduce_losses(losses, valid, "mean", axis_name)
+    return _common.label_loss(SPEC, embeddings, labels, mask, axis_name, temperature=temperature)
+
+
+SPEC = _common.LabelLoss(supcon_loss, check=check, terms=terms)

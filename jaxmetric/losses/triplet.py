@@ -13,6 +13,76 @@ from jaxmetric.distances import DISTANCE_METRICS, paired_distances, pairwise_dis
 from jaxmetric.losses import _common
 
 
+def check(
+    *, margin: float, metric: str, normalize: bool, mining: str, soft: bool, reduction: str
+) -> None:
+    del normalize, soft
+    _checks.check_non_negative(margin, "margin")
+    _checks.check_choice(metric, DISTANCE_METRICS, "metric")
+    _checks.check_choice(mining, mining_lib.TRIPLET_MINING, "mining")
+    _checks.check_choice(reduction, parallel.REDUCTIONS, "reduction")
+
+
+def _distances(batch: _common.Batch, *, metric: str, mining: str):
+    dist = pairwise_distances(batch.anchors, batch.candidates, metric=metric)
+    if mining == "batch_hard":  # Only the mined pairs carry a gradient (see terms).
+        dist = jax.lax.stop_gradient(dist)
+    return dist, *batch.pair_masks()
+
+
+def terms(
+    batch: _common.Batch, *, margin: float, metric: str, mining: str, soft: bool, **_
+) -> tuple[jax.Array, jax.Array]:
+    """The mined triplets' terms: [b, M, M] ("all", "hard", "semi_hard", indexed by
+    anchor, positive, negative), [b] ("batch_hard") or [b, M] ("facenet_semi_hard",
+    by anchor and positive), and which of them are mined."""
+    dist, pos, neg = _distances(batch, metric=metric, mining=mining)
+    hinge = jax.nn.softplus if soft else jax.nn.relu
+    if mining in ("all", "hard", "semi_hard"):
+        if mining == "all":
+            valid = mining_lib.triplet_mask(pos, neg)
+        elif mining == "hard":
+            valid = mining_lib.hard_triplet_mask(dist, pos, neg)
+        else:
+            valid = mining_lib.semi_hard_triplet_mask(dist, pos, neg, margin=margin)
+        losses = hinge(dist[:, :, None] - dist[:, None, :] + margin)
+    elif mining == "batch_hard":
+        pos_index, neg_index, valid = mining_lib.batch_hard(dist, pos, neg)
+        # Mining reads the stop-gradient matrix; the loss only needs 2b
+        # distances, recomputed from the rows so the backward pass is O(b D)
+        # instead of two [b, M] GEMMs.
+        anchors, cands = batch.anchors, batch.candidates
+        d_ap = paired_distances(anchors, cands[pos_index], metric=metric)
+        d_an = paired_distances(anchors, cands[neg_index], metric=metric)
+        losses = hinge(d_ap - d_an + margin)
+    else:  # facenet_semi_hard
+        neg_index, valid = mining_lib.facenet_semi_hard(dist, pos, neg)
+        d_an = jnp.take_along_axis(dist, neg_index, axis=1)
+        losses = hinge(dist - d_an + margin)
+    return losses, valid
+
+
+def reduce(
+    losses: jax.Array, valid: jax.Array, axis_name: str | None, *, reduction: str, **_
+) -> jax.Array:
+    return parallel.reduce_losses(losses, valid, reduction, axis_name)
+
+
+def value(batch: _common.Batch, axis_name: str | None, **hyper) -> jax.Array:
+    """``reduce(*terms(batch))``; the hinge over a window of triplets (no softplus,
+    a reduced value) from sorted rows in O(b M log M), with no [b, M, M] array."""
+    mining, reduction, margin = hyper["mining"], hyper["reduction"], hyper["margin"]
+    if mining not in ("all", "hard", "semi_hard") or hyper["soft"] or reduction == "none":
+        return reduce(*terms(batch, **hyper), axis_name, **hyper)
+    dist, pos, neg = _distances(batch, metric=hyper["metric"], mining=mining)
+    total, mined, nonzero = _sorted_hinge_sums(dist, pos, neg, margin=margin, mining=mining)
+    total = parallel.global_sum(total, axis_name)
+    if reduction == "sum":
+        return total
+    count = nonzero if reduction == "mean_nonzero" else mined
+    return parallel.safe_divide(total, parallel.global_sum(count, axis_name))
+
+
 def triplet_margin_loss(
     embeddings: jax.Array,
     labels: jax.Array,
@@ -88,46 +158,20 @@ def triplet_margin_loss(
       Clustering", CVPR 2015. Hermans et al., "In Defense of the Triplet Loss
       for Person Re-Identification", arXiv:1703.07737, 2017.
     """
-    _checks.check_non_negative(margin, "margin")
-    _checks.check_choice(metric, DISTANCE_METRICS, "metric")
-    _checks.check_choice(mining, mining_lib.TRIPLET_MINING, "mining")
-    _checks.check_choice(reduction, parallel.REDUCTIONS, "reduction")
-    batch = _common.labelled_batch(embeddings, labels, mask, axis_name, normalize=normalize)
-    dist = pairwise_distances(batch.anchors, batch.candidates, metric=metric)
-    if mining == "batch_hard":  # Only the mined pairs carry a gradient (below).
-        dist = jax.lax.stop_gradient(dist)
-    pos, neg = batch.pair_masks()
-    hinge = jax.nn.softplus if soft else jax.nn.relu
+    hyper = {
+        "margin": margin,
+        "metric": metric,
+        "normalize": normalize,
+        "mining": mining,
+        "soft": soft,
+        "reduction": reduction,
+    }
+    return _common.label_loss(SPEC, embeddings, labels, mask, axis_name, **hyper)
 
-    if mining in ("all", "hard", "semi_hard") and not soft and reduction != "none":
-        total, mined, nonzero = _sorted_hinge_sums(dist, pos, neg, margin=margin, mining=mining)
-        total = parallel.global_sum(total, axis_name)
-        if reduction == "sum":
-            return total
-        count = nonzero if reduction == "mean_nonzero" else mined
-        return parallel.safe_divide(total, parallel.global_sum(count, axis_name))
-    if mining in ("all", "hard", "semi_hard"):
-        if mining == "all":
-            valid = mining_lib.triplet_mask(pos, neg)
-        elif mining == "hard":
-            valid = mining_lib.hard_triplet_mask(dist, pos, neg)
-        else:
-            valid = mining_lib.semi_hard_triplet_mask(dist, pos, neg, margin=margin)
-        losses = hinge(dist[:, :, None] - dist[:, None, :] + margin)
-    elif mining == "batch_hard":
-        pos_index, neg_index, valid = mining_lib.batch_hard(dist, pos, neg)
-        # Mining reads the stop-gradient matrix; the loss only needs 2b
-        # distances, recomputed from the rows so the backward pass is O(b D)
-        # instead of two [b, M] GEMMs.
-        anchors, cands = batch.anchors, batch.candidates
-        d_ap = paired_distances(anchors, cands[pos_index], metric=metric)
-        d_an = paired_distances(anchors, cands[neg_index], metric=metric)
-        losses = hinge(d_ap - d_an + margin)
-    else:  # facenet_semi_hard
-        neg_index, valid = mining_lib.facenet_semi_hard(dist, pos, neg)
-        d_an = jnp.take_along_axis(dist, neg_index, axis=1)
-        losses = hinge(dist - d_an + margin)
-    return parallel.reduce_losses(losses, valid, reduction, axis_name)
+
+SPEC = _common.LabelLoss(
+    triplet_margin_loss, check=check, terms=terms, reduce=reduce, value=value, normalize=None
+)
 
 
 # Distances no threshold reaches: where invalid negatives sort to.

@@ -1,106 +1,23 @@
-"""Cross-batch memory (XBM): a labelled queue as extra candidates of pair losses."""
+"""Cross-batch memory (XBM): a labelled queue as extra candidates of any label-based loss."""
 
 from __future__ import annotations
-
-import inspect
 
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, parallel
-from jaxmetric.distances import l2_normalize, pairwise_distances
+from jaxmetric import _checks
+from jaxmetric.distances import l2_normalize
 from jaxmetric.losses import _common
-from jaxmetric.losses.circle import _circle_terms, circle_loss
-from jaxmetric.losses.lifted import _lifted_terms, lifted_structure_loss
-from jaxmetric.losses.multi_similarity import _check_hyper as _check_ms
-from jaxmetric.losses.multi_similarity import _multi_similarity_terms, multi_similarity_loss
-from jaxmetric.losses.pair import contrastive_loss
-from jaxmetric.losses.soft_nearest_neighbor import _snn_terms, soft_nearest_neighbor_loss
-from jaxmetric.losses.supcon import _supcon_terms, supcon_loss
+from jaxmetric.losses._registry import LABEL_LOSSES
 from jaxmetric.queue import MemoryQueue
 
-
-def _contrastive_value(batch, axis_name, *, pos_margin, neg_margin):
-    dist = pairwise_distances(batch.anchors, batch.candidates, metric="euclidean")
-    pos, neg = batch.pair_masks()
-    pos_part = parallel.reduce_losses(
-        jax.nn.relu(dist - pos_margin), pos, "mean_nonzero", axis_name
-    )
-    neg_part = parallel.reduce_losses(
-        jax.nn.relu(neg_margin - dist), neg, "mean_nonzero", axis_name
-    )
-    return pos_part + neg_part
-
-
-def _per_anchor(terms):
-    def value(batch, axis_name, **hyper):
-        losses, valid = terms(batch, **hyper)
-        return parallel.reduce_losses(losses, valid, "mean", axis_name)
-
-    return value
-
-
-def _check_margins(pos_margin, neg_margin):
-    _checks.check_non_negative(pos_margin, "pos_margin")
-    _checks.check_non_negative(neg_margin, "neg_margin")
-
-
-def _check_multi_similarity(alpha, beta, base, epsilon):
-    del base
-    _check_ms(alpha, beta, epsilon)
-
-
-def _check_circle(m, gamma):
-    _checks.check_non_negative(m, "m")
-    _checks.check_positive(gamma, "gamma")
-
-
-def _check_temperature(temperature):
-    _checks.check_positive(temperature, "temperature")
-
-
-# name: (value(batch, axis_name, **hyper), check(**hyper), the stand-alone loss
-# (whose keyword defaults are the defaults here), whether rows are L2-normalised).
-_FAMILIES = {
-    "contrastive": (_contrastive_value, _check_margins, contrastive_loss, True),
-    "multi_similarity": (
-        _per_anchor(_multi_similarity_terms),
-        _check_multi_similarity,
-        multi_similarity_loss,
-        True,
-    ),
-    "circle": (_per_anchor(_circle_terms), _check_circle, circle_loss, True),
-    "supcon": (_per_anchor(_supcon_terms), _check_temperature, supcon_loss, True),
-    "lifted_structure": (
-        _per_anchor(_lifted_terms),
-        _check_margins,
-        lifted_structure_loss,
-        True,
-    ),
-    "soft_nearest_neighbor": (
-        _per_anchor(_snn_terms),
-        _check_temperature,
-        soft_nearest_neighbor_loss,
-        False,
-    ),
+# Every label-based loss, by its short name ("supcon") and by its public name
+# ("supcon_loss").
+_SPECS = {
+    **{name.removesuffix("_loss"): spec for name, spec in LABEL_LOSSES.items()},
+    **LABEL_LOSSES,
 }
-XBM_LOSSES = tuple(_FAMILIES)
-
-
-def _hyper_params(name: str, kwargs: dict) -> dict:
-    """The family's hyper-parameters: the stand-alone loss's defaults, updated by kwargs."""
-    _, check, reference, _ = _FAMILIES[name]
-    names = inspect.signature(check).parameters
-    params = inspect.signature(reference).parameters
-    for key in kwargs:
-        if key not in names:
-            raise ValueError(
-                f"Unknown hyper-parameter `{key}` for loss={name!r}; expected one of "
-                f"{', '.join(map(repr, names))}."
-            )
-    hyper = {key: kwargs.get(key, params[key].default) for key in names}
-    check(**hyper)
-    return hyper
+XBM_LOSSES = tuple(name.removesuffix("_loss") for name in LABEL_LOSSES)
 
 
 def xbm_loss(
@@ -113,7 +30,7 @@ def xbm_loss(
     axis_name: str | None = None,
     **hyper_params,
 ) -> jax.Array:
-    r"""A pair-based loss whose candidates include a cross-batch memory.
+    r"""A label-based loss whose candidates include a cross-batch memory.
 
     Anchors are the (local) rows of the batch; candidates are the rows of the
     (global) batch followed by the valid slots of ``memory``, a labelled
@@ -125,7 +42,9 @@ def xbm_loss(
             \text{candidates})
 
     with every convention of the named loss (pairs (i, i) excluded, its
-    reduction over the anchors or pairs). The memory carries no gradient.
+    mining, its reduction over the anchors, pairs or triplets): the loss's
+    own ``terms`` and reduction run on the extended candidates. The memory
+    carries no gradient.
     Call it before ``jaxmetric.enqueue(memory, embeddings, labels,
     axis_name=...)`` so the current batch is not also in the memory:
 
@@ -146,15 +65,20 @@ def xbm_loss(
       memory: a ``MemoryQueue`` with ``embeddings`` [K, D], ``labels`` [K] and
         ``valid`` [K] (invalid slots are never candidates); replicated under
         ``axis_name``.
-      loss: one of ``XBM_LOSSES``: "contrastive" (euclidean on normalised
-        rows, PML's convention: positive and negative terms each averaged
-        over their non-zero pairs), "multi_similarity", "circle", "supcon",
-        "lifted_structure", "soft_nearest_neighbor".
+      loss: any label-based loss, by its name in
+        ``jaxmetric.losses.LABEL_LOSSES`` ("supcon_loss") or without the
+        "_loss" (``XBM_LOSSES``): "angular", "circle", "contrastive" (the
+        default; euclidean on normalised rows, positive and negative terms
+        each averaged over their non-zero pairs, PML's convention),
+        "lifted_structure", "multi_similarity", "ntxent",
+        "soft_nearest_neighbor", "supcon", "triplet_margin" (every mining).
       mask: [B] bool, valid rows. None: all valid.
       axis_name: mapped axis; the batch part of the candidates is gathered
         from all devices.
       **hyper_params: the named loss's hyper-parameters (e.g. ``epsilon``,
-        ``temperature``, ``pos_margin``); defaults as the stand-alone loss.
+        ``temperature``, ``pos_margin``, ``mining``); defaults as the
+        stand-alone loss. Its ``normalize`` (where it has one) applies to the
+        memory too.
 
     Returns:
       A float32 scalar; 0.0 (zero gradient) when nothing counts.
@@ -171,9 +95,14 @@ def xbm_loss(
     Reference:
       Wang et al., "Cross-Batch Memory for Embedding Learning", CVPR 2020.
     """
-    _checks.check_choice(loss, XBM_LOSSES, "loss")
-    hyper = _hyper_params(loss, hyper_params)
-    value, _, _, normalize = _FAMILIES[loss]
+    if loss not in _SPECS:
+        raise ValueError(
+            f"Unknown `loss` {loss!r}; expected one of {', '.join(map(repr, XBM_LOSSES))} "
+            "(or the function's name, e.g. 'supcon_loss')."
+        )
+    spec = _SPECS[loss]
+    hyper = spec.resolve(hyper_params)
+    normalize = spec.normalizes(hyper)
     batch = _common.labelled_batch(embeddings, labels, mask, axis_name, normalize=normalize)
     mem = _checks.check_embeddings(memory.embeddings, "memory.embeddings")
     if mem.shape[1] != batch.anchors.shape[1]:
@@ -191,4 +120,4 @@ def xbm_loss(
         candidate_labels=jnp.concatenate([batch.candidate_labels, mem_labels]),
         candidate_mask=jnp.concatenate([batch.candidate_mask, mem_valid]),
     )
-    return value(batch, axis_name, **hyper)
+    return spec.evaluate(batch, axis_name, hyper)

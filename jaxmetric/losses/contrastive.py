@@ -1,4 +1,4 @@
-"""Contrastive (pair) loss."""
+"""Contrastive loss (Hadsell et al.): a hinge on positive and on negative pairs."""
 
 from __future__ import annotations
 
@@ -8,6 +8,37 @@ import jax.numpy as jnp
 from jaxmetric import _checks, parallel
 from jaxmetric.distances import DISTANCE_METRICS, pairwise_distances
 from jaxmetric.losses import _common
+
+
+def check(
+    *, pos_margin: float, neg_margin: float, metric: str, normalize: bool, reduction: str
+) -> None:
+    del normalize
+    _checks.check_non_negative(pos_margin, "pos_margin")
+    _checks.check_non_negative(neg_margin, "neg_margin")
+    _checks.check_choice(metric, DISTANCE_METRICS, "metric")
+    _checks.check_choice(reduction, parallel.REDUCTIONS, "reduction")
+
+
+def terms(
+    batch: _common.Batch, *, pos_margin: float, neg_margin: float, metric: str, **_
+) -> tuple[jax.Array, jax.Array]:
+    """Pair terms [2, b, M]: the positive-pair terms, then the negative-pair terms."""
+    dist = pairwise_distances(batch.anchors, batch.candidates, metric=metric)
+    pos, neg = batch.pair_masks()
+    losses = jnp.stack([jax.nn.relu(dist - pos_margin), jax.nn.relu(neg_margin - dist)])
+    return losses, jnp.stack([pos, neg])
+
+
+def reduce(
+    losses: jax.Array, valid: jax.Array, axis_name: str | None, *, reduction: str, **_
+) -> jax.Array:
+    """Each part reduced on its own, then the two added (PML's convention)."""
+    if reduction == "none":  # One [b, M] matrix: each pair's term, 0 elsewhere.
+        return jnp.where(valid[0], losses[0], jnp.where(valid[1], losses[1], 0.0))
+    return parallel.reduce_losses(
+        losses[0], valid[0], reduction, axis_name
+    ) + parallel.reduce_losses(losses[1], valid[1], reduction, axis_name)
 
 
 def contrastive_loss(
@@ -62,17 +93,14 @@ def contrastive_loss(
       Hadsell, Chopra, LeCun, "Dimensionality Reduction by Learning an
       Invariant Mapping", CVPR 2006.
     """
-    _checks.check_non_negative(pos_margin, "pos_margin")
-    _checks.check_non_negative(neg_margin, "neg_margin")
-    _checks.check_choice(metric, DISTANCE_METRICS, "metric")
-    _checks.check_choice(reduction, parallel.REDUCTIONS, "reduction")
-    batch = _common.labelled_batch(embeddings, labels, mask, axis_name, normalize=normalize)
-    dist = pairwise_distances(batch.anchors, batch.candidates, metric=metric)
-    pos, neg = batch.pair_masks()
-    pos_losses = jax.nn.relu(dist - pos_margin)
-    neg_losses = jax.nn.relu(neg_margin - dist)
-    if reduction == "none":
-        return jnp.where(pos, pos_losses, jnp.where(neg, neg_losses, 0.0))
-    return parallel.reduce_losses(pos_losses, pos, reduction, axis_name) + parallel.reduce_losses(
-        neg_losses, neg, reduction, axis_name
-    )
+    hyper = {
+        "pos_margin": pos_margin,
+        "neg_margin": neg_margin,
+        "metric": metric,
+        "normalize": normalize,
+        "reduction": reduction,
+    }
+    return _common.label_loss(SPEC, embeddings, labels, mask, axis_name, **hyper)
+
+
+SPEC = _common.LabelLoss(contrastive_loss, check=check, terms=terms, reduce=reduce, normalize=None)
