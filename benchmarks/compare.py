@@ -1,7 +1,8 @@
 """Every self-supervised method on MNIST-1D: held-out kNN and linear probe.
 
-Trains SimCLR, MoCo v2, BYOL, SimSiam, Barlow Twins, VICReg and MoCo v3
-with their recipes ``configs/<method>_mnist1d.py`` (each in its own
+Trains every self-supervised method of the registry
+(``jaxmetric.train.methods``) that has a recipe ``configs/<method>_mnist1d.py``
+with that recipe (each in its own
 process, so compilation caches and memory do not carry over), evaluates on
 the held-out split and writes ``benchmarks/results/compare_mnist1d.json``
 and a Markdown table (also printed).
@@ -11,8 +12,8 @@ and a Markdown table (also printed).
     python benchmarks/compare.py --steps 500           # a quick look (fewer steps)
 
 kNN: k=10, cosine, on the embeddings z (projector output) and on the
-encoder features h; linear probe: logistic regression on h (the trainer's
-``evaluate_state``). The raw-input row is kNN (k=10, euclidean) on the
+encoder features h; linear probe on h (the trainer's metrics,
+``jaxmetric.train.evaluate.run_metrics``). The raw-input row is kNN (k=10, euclidean) on the
 signals, as the MNIST-1D notebook reports it. Times are wall-clock on
 whatever machine runs it, never asserted.
 """
@@ -20,7 +21,6 @@ whatever machine runs it, never asserted.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -31,25 +31,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-METHODS = ("simclr", "moco", "byol", "simsiam", "barlow_twins", "vicreg", "mocov3")
-NAMES = {
-    "simclr": "SimCLR",
-    "moco": "MoCo v2",
-    "byol": "BYOL",
-    "simsiam": "SimSiam",
-    "barlow_twins": "Barlow Twins",
-    "vicreg": "VICReg",
-    "mocov3": "MoCo v3",
-}
+
+
+def ssl_methods() -> dict[str, str]:
+    """name -> title of the self-supervised methods with an MNIST-1D recipe."""
+    from jaxmetric.train import methods
+
+    return {
+        m.name: m.title
+        for m in methods.all_methods()
+        if m.two_views and (ROOT / "configs" / f"{m.name}_mnist1d.py").exists()
+    }
 
 
 def load_config(method: str):
     """``get_config()`` of ``configs/<method>_mnist1d.py``."""
-    path = ROOT / "configs" / f"{method}_mnist1d.py"
-    spec = importlib.util.spec_from_file_location(f"{method}_mnist1d", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    from jaxmetric.train.config import load_recipe
+
+    return load_recipe(ROOT / "configs" / f"{method}_mnist1d.py")
 
 
 def run_one(method: str, steps: int | None, out: str) -> None:
@@ -78,16 +77,16 @@ def raw_baseline() -> float:
     """kNN (k=10, euclidean) on the raw held-out signals."""
     import numpy as np
 
+    from jaxmetric import metrics
     from jaxmetric.data import sources
-    from jaxmetric.train import evaluate
 
     train, test = sources.load(load_config("simclr").dataset)
     x_tr = np.asarray(train.x).reshape(len(train), -1)
     x_te = np.asarray(test.x).reshape(len(test), -1)
-    return float(evaluate.knn_accuracy(x_tr, train.y, x_te, test.y, k=10, metric="euclidean"))
+    return metrics.knn_accuracy(x_tr, train.y, x_te, test.y, k=10, metric="euclidean")
 
 
-def table(rows: list[dict], raw: float) -> str:
+def table(rows: list[dict], raw: float, names: dict[str, str]) -> str:
     def pct(row, key):
         return f"{100 * row[key]:.1f}%" if key in row else "-"
 
@@ -98,10 +97,10 @@ def table(rows: list[dict], raw: float) -> str:
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {NAMES[r['method']]} | failed: {r['error']} | | | | |")
+            lines.append(f"| {names[r['method']]} | failed: {r['error']} | | | | |")
             continue
         lines.append(
-            f"| {NAMES[r['method']]} | {r['steps']} ({r['batch_size']}) "
+            f"| {names[r['method']]} | {r['steps']} ({r['batch_size']}) "
             f"| {pct(r, 'knn_accuracy')} | {pct(r, 'knn_accuracy_features')} "
             f"| {pct(r, 'linear_probe_accuracy')} | {r['wall_s']:.0f} s |"
         )
@@ -120,10 +119,11 @@ def main() -> None:
         run_one(args.one, args.steps or None, args.row)
         return
 
-    methods = [m for m in args.only.split(",") if m] or list(METHODS)
-    unknown = sorted(set(methods) - set(METHODS))
+    names = ssl_methods()
+    methods = [m for m in args.only.split(",") if m] or list(names)
+    unknown = sorted(set(methods) - set(names))
     if unknown:
-        parser.error(f"unknown methods {unknown}; choose from {METHODS}")
+        parser.error(f"unknown methods {unknown}; choose from {tuple(names)}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows = []
     for method in methods:
@@ -146,7 +146,7 @@ def main() -> None:
     result = {"dataset": "mnist1d", "raw_input_knn_accuracy": raw, "methods": rows}
     with open(args.output, "w") as f:
         json.dump(result, f, indent=2)
-    print(table(rows, raw))
+    print(table(rows, raw, names))
     print(f"\nJSON: {args.output}", file=sys.stderr)
 
 

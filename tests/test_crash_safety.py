@@ -1,11 +1,12 @@
-"""Crash safety: ``jaxmetric.main`` killed with SIGKILL (once in the middle of
-a checkpoint save, once between steps) and restarted on the same workdir ends
+"""Crash safety: a training run killed with SIGKILL (once in the middle of a
+checkpoint save, once between steps) and restarted on the same workdir ends
 with exactly the parameters of an uninterrupted run, and never resumes from
 an incomplete checkpoint.
 
 Three processes (the costly part: each starts JAX and compiles): one killed
-inside a save (a test hook in ``Checkpointer.save``), one killed from outside
-between steps, and this one, which finishes the run."""
+inside a save (``crash_run.py`` patches orbax's commit of the step), one
+killed from outside between steps (a hook slows the steps down), and this
+one, which finishes the run."""
 
 from __future__ import annotations
 
@@ -22,35 +23,20 @@ import numpy as np
 import pytest
 
 from jaxmetric.train import train_and_evaluate
-from jaxmetric.train.checkpoint import CRASH_IN_SAVE_ENV, Checkpointer
-from jaxmetric.train.trainer import STEP_SLEEP_ENV
+from jaxmetric.train.checkpoint import Checkpointer
+from tests import crash_run
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "triplet_digits.py"
-STEPS = 12
-OVERRIDES = {
-    "num_steps": STEPS,
-    "checkpoint_every": 2,
-    "log_every": 1,
-    "num_devices": 1,
-    "batch_size": 32,
-    "supervised.samples_per_class": 4,
-    "eval.linear_probe": False,
-    "eval.retrieval": False,
-    "eval.max_examples": 200,
-}
+SCRIPT = pathlib.Path(crash_run.__file__)
+
+STEPS = crash_run.STEPS
 
 
-def _start(workdir: pathlib.Path, **env: str) -> subprocess.Popen:
-    flags = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
-    cmd = [sys.executable, "-m", "jaxmetric.main", f"--config={CONFIG}", f"--workdir={workdir}"]
-    hooks = (CRASH_IN_SAVE_ENV, STEP_SLEEP_ENV)
-    full_env = {k: v for k, v in os.environ.items() if k not in hooks}
-    full_env.update(JAX_PLATFORMS="cpu", **env)
+def _start(workdir: pathlib.Path, *flags: str) -> subprocess.Popen:
+    cmd = [sys.executable, str(SCRIPT), str(workdir), *flags]
     return subprocess.Popen(
-        cmd + flags,
-        cwd=ROOT,
-        env=full_env,
+        cmd,
+        cwd=crash_run.ROOT,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -63,19 +49,7 @@ def _finish(proc: subprocess.Popen, timeout: float = 180) -> tuple[int, str]:
 
 
 def _reference_config():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("triplet_digits", CONFIG)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config()
-    for key, value in OVERRIDES.items():
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return c
+    return crash_run.config()
 
 
 @pytest.mark.slow
@@ -85,7 +59,7 @@ def test_sigkill_during_save_and_between_steps_then_resume_is_bitwise_identical(
 
     # 1. Killed inside the save of step 4: files written, directory not
     #    finalised. Step 2 is the last complete checkpoint.
-    rc, out = _finish(_start(workdir, **{CRASH_IN_SAVE_ENV: "4"}))
+    rc, out = _finish(_start(workdir, "--kill-in-save", "4"))
     assert rc == -signal.SIGKILL, out
     names = sorted(p.name for p in ckpt_dir.iterdir())
     assert "2" in names and "4" not in names, names
@@ -93,7 +67,7 @@ def test_sigkill_during_save_and_between_steps_then_resume_is_bitwise_identical(
 
     # 2. Restart (from step 2, the temporary directory ignored); killed from
     #    outside between two steps, once step 6 is saved.
-    proc = _start(workdir, **{STEP_SLEEP_ENV: "0.3"})
+    proc = _start(workdir, "--step-sleep", "0.3")
     deadline = time.monotonic() + 120
     while not (ckpt_dir / "6").exists():
         assert proc.poll() is None, proc.communicate()[0]

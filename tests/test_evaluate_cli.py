@@ -4,7 +4,6 @@ scikit-learn on the same embeddings, in-process and through the CLI."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -19,16 +18,14 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from jaxmetric import main
 from jaxmetric.train import evaluate_cli, train_and_evaluate
+from jaxmetric.train.config import load_recipe
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 30
 
 
 def _recipe(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return load_recipe(ROOT / "configs" / f"{name}.py")
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +139,38 @@ def test_console_script(run, reference, capsys):
     assert ev["embeddings"]["precision_at_1"] == pytest.approx(
         reference["precision_at_1"], abs=1e-9
     )
+
+
+@pytest.mark.slow
+def test_training_metrics_equal_evaluate_on_the_same_checkpoint(tmp_path):
+    """One evaluation stack: the numbers a run writes into metrics.json (trained
+    and scored on 2 devices) are those ``jaxmetric evaluate`` computes from its
+    checkpoint (restored onto one device)."""
+    config = _recipe("triplet_digits")
+    config.num_steps = 20
+    config.log_every = 20
+    config.num_devices = 2
+    config.eval.max_examples = 300
+    config.model.mlp_hidden = (128, 64)
+    assert config.eval.linear_probe and config.eval.retrieval
+    workdir = tmp_path / "run"
+    _, trained = train_and_evaluate(config, str(workdir), progress=False)
+    written = json.loads((workdir / "metrics.json").read_text())
+    section = evaluate_cli.evaluate_workdir(
+        str(workdir), embedding_map="none", baseline=False, print_table=False
+    )
+    # The run's kNN and linear probe of the encoder features h are the
+    # "features" section; everything else it measures is of the embeddings z.
+    features = {"knn_accuracy_features": "knn_accuracy", "linear_probe_accuracy": None}
+    assert {"knn_accuracy", "map_at_r", "precision_at_1", *features} <= set(trained)
+    for key, value in trained.items():
+        if key == "step":
+            continue
+        if key in features:
+            evaluated = section["features"][features[key] or key]
+        else:
+            evaluated = section["embeddings"][key]
+        assert value == written[key] == evaluated, key
 
 
 def test_missing_checkpoint(tmp_path):

@@ -22,6 +22,7 @@ def _config(method: str):
     c.model.head_hidden = 16
     c.model.embed_dim = 8
     c.moco.queue_size = 2 * BATCH
+    c.nnclr.queue_size = 2 * BATCH
     c.augment.noise = 0.05
     if method == "simclr":
         c.optimizer.name = "lars"
@@ -61,7 +62,9 @@ def _run(config, num_devices: int, x, y):
     return states, losses
 
 
-@pytest.mark.parametrize("method", ["simclr", "moco", "byol", "barlow_twins", "supervised"])
+@pytest.mark.parametrize(
+    "method", ["simclr", "moco", "byol", "barlow_twins", "nnclr", "supervised"]
+)
 def test_eight_devices_match_one_device_after_three_steps(method):
     assert jax.device_count() == 8
     config = _config(method)
@@ -86,9 +89,11 @@ def test_eight_devices_match_one_device_after_three_steps(method):
         assert not np.allclose(
             jax.tree.leaves(one.target_params)[0], jax.tree.leaves(initial.params)[0]
         )
-    if method == "moco":
+    if method in ("moco", "nnclr"):
         # The queue received the 3 x 16 keys: pointer wrapped to 48 mod 32.
-        assert int(one.queue.pointer) == (3 * BATCH) % config.moco.queue_size
+        assert int(one.queue.pointer) == (3 * BATCH) % config[method].queue_size
+        assert bool(np.all(one.queue.valid))
+    if method == "moco":
         assert not np.allclose(
             jax.tree.leaves(one.target_params)[0], jax.tree.leaves(one.params)[0]
         )

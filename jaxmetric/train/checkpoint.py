@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 from typing import Any
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from jaxmetric.train import methods
 from jaxmetric.train.state import TrainState
 
 # Config fields that may differ between a run and its resumption: they change
@@ -41,9 +41,20 @@ RESUMABLE_FIELDS = (
     "num_steps",
 )
 
-# Test hook (tests/test_crash_safety.py): SIGKILL this process while it saves
-# this step, after every file is written and before the step is finalised.
-CRASH_IN_SAVE_ENV = "JAXMETRIC_TEST_KILL_IN_SAVE"
+
+def unused_method_blocks(config: dict) -> tuple[str, ...]:
+    """The config blocks of the methods other than ``config["method"]``: they
+    do not change what a run computes (and a method added since a checkpoint
+    was written must not make it unresumable)."""
+    return tuple(m for m in methods.names() if m != config.get("method"))
+
+
+def not_in_step(config: dict) -> tuple[str, ...]:
+    """Fields of a config dict that do not change what a train step
+    computes: those a resumed run may change, except the ones the step reads,
+    the seed (state, not code) and the other methods' blocks."""
+    resumable = tuple(f for f in RESUMABLE_FIELDS if f not in ("nan_guard", "num_steps"))
+    return resumable + ("seed",) + unused_method_blocks(config)
 
 
 class CheckpointError(RuntimeError):
@@ -66,10 +77,12 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 def config_differences(saved: dict, current: dict) -> list[str]:
     """Fields (dotted names) whose value differs between two config dicts,
-    leaving out ``RESUMABLE_FIELDS`` and everything under them."""
+    leaving out ``RESUMABLE_FIELDS``, the blocks of methods the current
+    config does not run, and everything under them."""
+    skip = RESUMABLE_FIELDS + unused_method_blocks(current)
 
     def ignored(name: str) -> bool:
-        return any(name == f or name.startswith(f + ".") for f in RESUMABLE_FIELDS)
+        return any(name == f or name.startswith(f + ".") for f in skip)
 
     a, b = _flatten(saved), _flatten(current)
     names = sorted(n for n in set(a) | set(b) if not ignored(n))
@@ -87,28 +100,6 @@ def config_differences(saved: dict, current: dict) -> list[str]:
 def config_to_dict(config: ml_collections.ConfigDict) -> dict:
     """The config as the JSON dict that a checkpoint stores."""
     return json.loads(config.to_json_best_effort())
-
-
-def _kill_in_save_hook(step: int) -> None:
-    """Makes orbax's rename of ``step``'s temporary directory kill this
-    process instead (the test of a crash in the middle of a save)."""
-    if os.environ.get(CRASH_IN_SAVE_ENV) != str(step):
-        return
-    from orbax.checkpoint._src.path import atomicity
-
-    def patch(cls):
-        original = cls.finalize
-
-        async def finalize(self):
-            if self.get_final().name == str(step):
-                os.kill(os.getpid(), signal.SIGKILL)
-            return await original(self)
-
-        cls.finalize = finalize
-
-    # Local file systems use the atomic rename, object stores the commit file.
-    patch(atomicity.AtomicRenameTemporaryPath)
-    patch(atomicity.CommitFileTemporaryPath)
 
 
 class Checkpointer:
@@ -154,7 +145,6 @@ class Checkpointer:
     ) -> None:
         """Saves (state, data iterator state, config) at ``step``; blocks until
         written so a crash right after still leaves a usable checkpoint."""
-        _kill_in_save_hook(step)
         self.manager.save(
             step,
             args=ocp.args.Composite(

@@ -1,22 +1,54 @@
-"""End-of-run and monitoring evaluation: linear probe, kNN and retrieval.
+"""What the trainer and ``jaxmetric evaluate`` measure, with ``jaxmetric.metrics``.
 
-Protocols (as the MNIST-1D SimCLR notebook and solo-learn / lightly):
+One evaluation stack: the end-of-run metrics of ``train_and_evaluate`` (the
+top level of ``metrics.json``), its kNN monitor and ``jaxmetric evaluate``
+call the functions below, so one checkpoint gets one number per metric.
 
-- linear probe: standardised features -> multinomial logistic regression
-  (scikit-learn) fit on the train split, accuracy on the held-out split;
-- kNN: k nearest train embeddings by cosine similarity, majority vote
-  (scikit-learn ``KNeighborsClassifier(k, metric="cosine")``);
-- retrieval (supervised runs): leave-one-out within the held-out split,
-  Musgrave et al. 2020 definitions (MAP@R, R-precision, precision@1), via
-  ``jaxmetric.metrics.retrieval_metrics`` when it is available, else the
-  NumPy implementation below.
+- kNN: the ``eval.knn_k`` nearest train rows by cosine similarity, majority
+  vote (``jaxmetric.metrics.knn_accuracy``), on the embeddings z and on the
+  encoder features h (solo-learn reports both);
+- linear probe: ``jaxmetric.metrics.linear_probe_accuracy`` (softmax
+  regression on standardised, frozen features h, seeded by ``config.seed``);
+- retrieval (``eval.retrieval``): leave-one-out within the held-out split
+  (``jaxmetric.metrics.retrieval_metrics``, Musgrave et al. 2020).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
+import ml_collections
 import numpy as np
+
+from jaxmetric import metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class Embedded:
+    """A run's embeddings of both splits (NumPy).
+
+    Attributes:
+      config: the run's config.
+      step: the checkpoint's step.
+      train_features, test_features: encoder features h [N, F].
+      train_embeddings, test_embeddings: model outputs z [N, D] (what the
+        loss saw).
+      train_labels, test_labels: int labels [N].
+      train_inputs, test_inputs: the raw inputs flattened to [N, -1], for the
+        raw-input baseline; None for TFDS datasets (too large to hold).
+    """
+
+    config: ml_collections.ConfigDict
+    step: int
+    train_features: np.ndarray
+    train_embeddings: np.ndarray
+    train_labels: np.ndarray
+    test_features: np.ndarray
+    test_embeddings: np.ndarray
+    test_labels: np.ndarray
+    train_inputs: np.ndarray | None = None
+    test_inputs: np.ndarray | None = None
 
 
 def embed_split(
@@ -34,71 +66,94 @@ def embed_split(
     return np.concatenate(hs), np.concatenate(zs), np.asarray(split.y[:n])
 
 
-def knn_accuracy(
-    train_x: np.ndarray,
-    train_y: np.ndarray,
-    test_x: np.ndarray,
-    test_y: np.ndarray,
-    *,
-    k: int = 10,
-    metric: str = "cosine",
-) -> float:
-    """Accuracy of a k-nearest-neighbour majority vote (fraction in [0, 1])."""
-    from sklearn.neighbors import KNeighborsClassifier
+def embed_splits(
+    config: ml_collections.ConfigDict, embed: Callable, state, train, test
+) -> Embedded:
+    """Both splits through ``embed`` (``jaxmetric.train.steps.make_embed_fn``);
+    ``config.eval.max_examples`` caps each split."""
+    ev = config.eval
+    h_tr, z_tr, y_tr = embed_split(
+        embed, state.params, state.batch_stats, train, ev.batch_size, ev.max_examples
+    )
+    h_te, z_te, y_te = embed_split(
+        embed, state.params, state.batch_stats, test, ev.batch_size, ev.max_examples
+    )
+    x_tr = x_te = None
+    if config.dataset.name != "tfds":
+        x_tr = np.asarray(train.x[: len(y_tr)], np.float32).reshape(len(y_tr), -1)
+        x_te = np.asarray(test.x[: len(y_te)], np.float32).reshape(len(y_te), -1)
+    return Embedded(
+        config=config,
+        step=int(state.step),
+        train_features=h_tr,
+        train_embeddings=z_tr,
+        train_labels=y_tr,
+        test_features=h_te,
+        test_embeddings=z_te,
+        test_labels=y_te,
+        train_inputs=x_tr,
+        test_inputs=x_te,
+    )
 
-    knn = KNeighborsClassifier(n_neighbors=k, metric=metric, algorithm="brute")
-    knn.fit(train_x, train_y)
-    return float(knn.score(test_x, test_y))
+
+def knn_accuracy(
+    config: ml_collections.ConfigDict, emb: Embedded, train_x, test_x, metric: str = "cosine"
+) -> float:
+    """kNN accuracy (k = ``eval.knn_k``, at most the train size) of rows of ``emb``'s splits."""
+    k = min(config.eval.knn_k, len(emb.train_labels))
+    return metrics.knn_accuracy(
+        train_x, emb.train_labels, test_x, emb.test_labels, k=k, metric=metric
+    )
 
 
 def linear_probe_accuracy(
-    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray
+    config: ml_collections.ConfigDict, emb: Embedded, train_x, test_x
 ) -> float:
-    """Held-out accuracy of logistic regression on standardised features."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    probe.fit(train_x, train_y)
-    return float(probe.score(test_x, test_y))
+    """The linear probe's held-out accuracy, seeded by ``config.seed``."""
+    return metrics.linear_probe_accuracy(
+        train_x, emb.train_labels, test_x, emb.test_labels, seed=config.seed
+    )
 
 
-def retrieval_metrics_numpy(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """Leave-one-out retrieval within (x, y) with cosine similarity.
-
-    For query i with R_i = (number of other items of its class):
-    precision@1; R-precision = hits in the top R_i / R_i; MAP@R =
-    (1/R_i) * sum over the top R_i of precision@j at each hit (Musgrave et
-    al., "A Metric Learning Reality Check", 2020). Queries with R_i = 0 are
-    skipped.
-    """
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    sim = x @ x.T
-    np.fill_diagonal(sim, -np.inf)
-    order = np.argsort(-sim, axis=1, kind="stable")
-    p1, rp, mapr = [], [], []
-    for i in range(len(y)):
-        r = int(np.sum(y == y[i])) - 1
-        if r == 0:
-            continue
-        hits = (y[order[i, :r]] == y[i]).astype(np.float64)
-        precision_at_j = np.cumsum(hits) / np.arange(1, r + 1)
-        p1.append(hits[0])
-        rp.append(hits.sum() / r)
-        mapr.append(np.sum(precision_at_j * hits) / r)
-    return {
-        "precision_at_1": float(np.mean(p1)),
-        "r_precision": float(np.mean(rp)),
-        "map_at_r": float(np.mean(mapr)),
-    }
-
-
-def retrieval_metrics(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """Leave-one-out retrieval metrics of the library (fractions)."""
-    try:
-        from jaxmetric.metrics import retrieval_metrics as library_metrics
-    except ImportError:  # The metrics module is not part of this checkout.
-        return retrieval_metrics_numpy(x, y)
-    out = library_metrics(x, y, metric="cosine")
+def retrieval(test_x, test_labels) -> dict[str, float]:
+    """Leave-one-out retrieval metrics within the held-out split (cosine)."""
+    out = metrics.retrieval_metrics(test_x, test_labels, metric="cosine")
+    out.pop("num_queries", None)
     return {k: float(v) for k, v in out.items()}
+
+
+def run_metrics(
+    config: ml_collections.ConfigDict, emb: Embedded, *, linear_probe: bool
+) -> dict[str, float]:
+    """The trainer's metrics: kNN on z; with ``linear_probe``, the linear
+    probe and kNN on h; with ``eval.retrieval``, the retrieval metrics of z."""
+    out = {"knn_accuracy": knn_accuracy(config, emb, emb.train_embeddings, emb.test_embeddings)}
+    if linear_probe:
+        out["linear_probe_accuracy"] = linear_probe_accuracy(
+            config, emb, emb.train_features, emb.test_features
+        )
+        out["knn_accuracy_features"] = knn_accuracy(
+            config, emb, emb.train_features, emb.test_features
+        )
+    if config.eval.retrieval:
+        out.update(retrieval(emb.test_embeddings, emb.test_labels))
+    return out
+
+
+def raw_baseline(config: ml_collections.ConfigDict, emb: Embedded) -> dict[str, float]:
+    """Raw-input baselines on the bundled sets (as the MNIST-1D notebook:
+    kNN k=10, Euclidean, on raw signals; MAP@R on raw pixels for supervised
+    runs with ``eval.retrieval``). Empty for TFDS datasets."""
+    if emb.train_inputs is None:
+        return {}
+    if config.method == "supervised" and config.eval.retrieval:
+        return {"raw-input MAP@R": retrieval(emb.test_inputs, emb.test_labels)["map_at_r"]}
+    accuracy = metrics.knn_accuracy(
+        emb.train_inputs,
+        emb.train_labels,
+        emb.test_inputs,
+        emb.test_labels,
+        k=10,
+        metric="euclidean",
+    )
+    return {"raw-input kNN (k=10)": accuracy}

@@ -16,7 +16,6 @@ notebook can reuse them on a run it has just trained.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -25,7 +24,9 @@ import sys
 from typing import Any, TextIO
 
 import ml_collections
-import numpy as np
+
+from jaxmetric.train import evaluate
+from jaxmetric.train.evaluate import Embedded
 
 METRICS_FILE = "metrics.json"
 MAP_FILE = "embedding_map.png"
@@ -36,33 +37,6 @@ class MissingCheckpointError(ValueError):
     """The workdir holds no checkpoint to evaluate."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Embedded:
-    """A run's embeddings of both splits (NumPy).
-
-    Attributes:
-      config: the run's config.
-      step: the checkpoint's step.
-      train_features, test_features: encoder features h [N, F].
-      train_embeddings, test_embeddings: model outputs z [N, D] (what the
-        loss saw).
-      train_labels, test_labels: int labels [N].
-      train_inputs, test_inputs: the raw inputs flattened to [N, -1], for the
-        raw-input baseline; None for TFDS datasets (too large to hold).
-    """
-
-    config: ml_collections.ConfigDict
-    step: int
-    train_features: np.ndarray
-    train_embeddings: np.ndarray
-    train_labels: np.ndarray
-    test_features: np.ndarray
-    test_embeddings: np.ndarray
-    test_labels: np.ndarray
-    train_inputs: np.ndarray | None = None
-    test_inputs: np.ndarray | None = None
-
-
 def _tuples(value: Any) -> Any:
     # The checkpoint stores the config as JSON, which turns tuples (e.g.
     # `model.mlp_hidden`) into lists; the config schema uses tuples.
@@ -71,6 +45,25 @@ def _tuples(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_tuples(v) for v in value)
     return value
+
+
+def _with_defaults(saved: dict) -> ml_collections.ConfigDict:
+    """The saved config over ``base_config()``: a field that a newer version
+    added takes its one default from the schema."""
+    from jaxmetric.train.config import base_config
+
+    config = base_config()
+
+    def merge(node: ml_collections.ConfigDict, values: dict) -> None:
+        for key, value in values.items():
+            if isinstance(value, dict) and isinstance(node.get(key), ml_collections.ConfigDict):
+                merge(node[key], value)
+            else:
+                with node.unlocked():
+                    node[key] = value
+
+    merge(config, saved)
+    return config
 
 
 def _manager(workdir: str):
@@ -114,7 +107,7 @@ def _config_of(manager) -> ml_collections.ConfigDict:
     out = manager.restore(
         manager.latest_step(), args=ocp.args.Composite(config=ocp.args.JsonRestore())
     )
-    return ml_collections.ConfigDict(_tuples(dict(out.config)))
+    return _with_defaults(_tuples(dict(out.config)))
 
 
 def saved_config(workdir: str) -> ml_collections.ConfigDict:
@@ -170,34 +163,10 @@ def embed_splits(config: ml_collections.ConfigDict, graphdef, state) -> Embedded
     trainer's evaluation-mode embed function (no augmentation, running BN
     statistics); ``config.eval.max_examples`` caps each split."""
     from jaxmetric.data import sources
-    from jaxmetric.train.evaluate import embed_split
     from jaxmetric.train.steps import make_embed_fn
 
     train, test = sources.load(config.dataset)
-    embed = make_embed_fn(config, graphdef)
-    ev = config.eval
-    h_tr, z_tr, y_tr = embed_split(
-        embed, state.params, state.batch_stats, train, ev.batch_size, ev.max_examples
-    )
-    h_te, z_te, y_te = embed_split(
-        embed, state.params, state.batch_stats, test, ev.batch_size, ev.max_examples
-    )
-    x_tr = x_te = None
-    if config.dataset.name != "tfds":
-        x_tr = np.asarray(train.x[: len(y_tr)], np.float32).reshape(len(y_tr), -1)
-        x_te = np.asarray(test.x[: len(y_te)], np.float32).reshape(len(y_te), -1)
-    return Embedded(
-        config=config,
-        step=int(state.step),
-        train_features=h_tr,
-        train_embeddings=z_tr,
-        train_labels=y_tr,
-        test_features=h_te,
-        test_embeddings=z_te,
-        test_labels=y_te,
-        train_inputs=x_tr,
-        test_inputs=x_te,
-    )
+    return evaluate.embed_splits(config, make_embed_fn(config, graphdef), state, train, test)
 
 
 def compute_metrics(emb: Embedded, *, baseline: bool = True) -> dict[str, dict[str, float]]:
@@ -225,14 +194,12 @@ def compute_metrics(emb: Embedded, *, baseline: bool = True) -> dict[str, dict[s
         )
 
     out = {"embeddings": score(emb.train_embeddings, emb.test_embeddings)}
-    k_feat = min(k, len(emb.train_labels))
+    # The trainer's own functions: metrics.json's top level (written by the
+    # run) and this section agree on one checkpoint.
+    h_tr, h_te = emb.train_features, emb.test_features
     out["features"] = {
-        "knn_accuracy": metrics.knn_accuracy(
-            emb.train_features, emb.train_labels, emb.test_features, emb.test_labels, k=k_feat
-        ),
-        "linear_probe_accuracy": metrics.linear_probe_accuracy(
-            emb.train_features, emb.train_labels, emb.test_features, emb.test_labels, seed=seed
-        ),
+        "knn_accuracy": evaluate.knn_accuracy(config, emb, h_tr, h_te),
+        "linear_probe_accuracy": evaluate.linear_probe_accuracy(config, emb, h_tr, h_te),
     }
     out["raw_inputs"] = {}
     if baseline and emb.train_inputs is not None:

@@ -12,12 +12,11 @@ import numpy as np
 import optax
 from flax import nnx
 
+import jaxmetric
 from jaxmetric.models import Embedder, build_model
-from jaxmetric.queue import MemoryQueue, init_queue
+from jaxmetric.train import methods
 
 AXIS = "data"
-# Methods whose state holds a momentum (EMA) copy of the model.
-MOMENTUM_METHODS = ("moco", "byol", "mocov3")
 
 
 @flax.struct.dataclass
@@ -35,7 +34,8 @@ class TrainState:
         included, so ``merge_model`` rebuilds it; the target never applies
         its predictor.
       target_batch_stats: the momentum encoder's BatchNorm statistics, or None.
-      queue: MoCo's queue of negative keys [K, D] and its pointer, or None.
+      queue: a queue of earlier embeddings [K, D] and its pointer (MoCo's
+        negative keys, NNCLR's support set), or None.
       skipped: int32 scalar, steps whose loss or gradient was not finite and
         that were therefore not applied.
       consecutive_skipped: int32 scalar, how many of the latest steps in a row
@@ -50,7 +50,7 @@ class TrainState:
     key: jax.Array
     target_params: Any = None
     target_batch_stats: Any = None
-    queue: MemoryQueue | None = None
+    queue: jaxmetric.MemoryQueue | None = None
     skipped: jax.Array = flax.struct.field(default_factory=lambda: jnp.zeros((), jnp.int32))
     consecutive_skipped: jax.Array = flax.struct.field(
         default_factory=lambda: jnp.zeros((), jnp.int32)
@@ -97,13 +97,17 @@ def create_train_state(
         opt_state=tx.init(params),
         key=key,
     )
-    if config.method in MOMENTUM_METHODS:
+    method = methods.get(config.method)
+    if method.momentum_target:
         state = state.replace(
             target_params=jax.tree.map(jnp.copy, params),
             target_batch_stats=jax.tree.map(jnp.copy, batch_stats),
         )
-    if config.method == "moco":
-        state = state.replace(
-            queue=init_queue(config.moco.queue_size, config.model.embed_dim, key=queue_key),
+    if method.queue:
+        queue = jaxmetric.init_queue(
+            config[method.name].queue_size,
+            config.model.embed_dim,
+            key=queue_key if method.random_queue else None,
         )
+        state = state.replace(queue=queue)
     return graphdef, state

@@ -9,10 +9,12 @@ checkpoint exists), loop over jitted steps, then evaluate and write
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -22,16 +24,16 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxmetric.data import input_pipeline, sources
-from jaxmetric.train import evaluate
-from jaxmetric.train.checkpoint import RESUMABLE_FIELDS, Checkpointer, config_to_dict
+from jaxmetric.train import evaluate, methods
+from jaxmetric.train.checkpoint import Checkpointer, config_to_dict, not_in_step
 from jaxmetric.train.config import validate_config
 from jaxmetric.train.optim import make_optimizer
 from jaxmetric.train.state import AXIS, TrainState, create_train_state, make_mesh
 from jaxmetric.train.steps import make_embed_fn, make_train_step
 
-# Test hook (tests/test_crash_safety.py): seconds to sleep after each step, so
-# that a test can kill the process in the middle of a run.
-STEP_SLEEP_ENV = "JAXMETRIC_TEST_STEP_SLEEP"
+# Called after every step with the number of steps done (as Flax's periodic
+# actions): progress reports, profiling, a test that kills the process.
+Hook = Callable[[int], None]
 
 
 class NonFiniteStepsError(RuntimeError):
@@ -44,19 +46,17 @@ def _make_iterator(config: ml_collections.ConfigDict, train: sources.Split):
         "process_index": jax.process_index(),
         "process_count": jax.process_count(),
     }
-    if config.method == "supervised":
+    method = methods.get(config.method)
+    if method.class_balanced:
         return input_pipeline.class_balanced_batches(
             train.y,
             config.batch_size,
-            samples_per_class=config.supervised.samples_per_class,
+            samples_per_class=config[method.name].samples_per_class,
             **kwargs,
         )
     return input_pipeline.shuffled_batches(len(train), config.batch_size, **kwargs)
 
 
-# Fields that do not change what a train step computes: those a resumed run
-# may change, except the ones the step reads, and the seed (state, not code).
-_NOT_IN_STEP = tuple(f for f in RESUMABLE_FIELDS if f not in ("nan_guard", "num_steps")) + ("seed",)
 _STEP_CACHE: dict[Any, Any] = {}
 _STEP_CACHE_SIZE = 4
 
@@ -68,7 +68,7 @@ def _train_step(config: ml_collections.ConfigDict, graphdef, tx, mesh):
     cached step closes over the optimizer of its first call, which the
     config determines."""
     fields = config_to_dict(config)
-    for name in _NOT_IN_STEP:
+    for name in not_in_step(fields):
         fields.pop(name, None)
     try:
         key = (json.dumps(fields, sort_keys=True), graphdef, mesh)
@@ -100,25 +100,9 @@ def evaluate_state(
     *,
     linear_probe: bool = True,
 ) -> dict[str, float]:
-    """kNN (k=``eval.knn_k``, cosine, on the embeddings z), linear probe (on
-    the encoder features h) and, if asked, retrieval metrics on the held-out
-    split. Fractions in [0, 1]."""
-    ev = config.eval
-    h_tr, z_tr, y_tr = embed_split = evaluate.embed_split(
-        embed, state.params, state.batch_stats, train, ev.batch_size, ev.max_examples
-    )
-    del embed_split
-    h_te, z_te, y_te = evaluate.embed_split(
-        embed, state.params, state.batch_stats, test, ev.batch_size, ev.max_examples
-    )
-    out = {"knn_accuracy": evaluate.knn_accuracy(z_tr, y_tr, z_te, y_te, k=ev.knn_k)}
-    if linear_probe:
-        out["linear_probe_accuracy"] = evaluate.linear_probe_accuracy(h_tr, y_tr, h_te, y_te)
-        # kNN on the encoder features too (solo-learn reports both spaces).
-        out["knn_accuracy_features"] = evaluate.knn_accuracy(h_tr, y_tr, h_te, y_te, k=ev.knn_k)
-    if ev.retrieval:
-        out.update(evaluate.retrieval_metrics(z_te, y_te))
-    return out
+    """``evaluate.run_metrics`` of ``state`` on the splits (fractions in [0, 1])."""
+    emb = evaluate.embed_splits(config, embed, state, train, test)
+    return evaluate.run_metrics(config, emb, linear_probe=linear_probe)
 
 
 def _log_table(config, results: dict[str, float], baseline: dict[str, float]) -> str:
@@ -145,23 +129,6 @@ def _log_table(config, results: dict[str, float], baseline: dict[str, float]) ->
     lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(lines)
-
-
-def _raw_baseline(config, train: sources.Split, test: sources.Split) -> dict[str, float]:
-    """Raw-input baselines on the bundled sets (as the MNIST-1D notebook:
-    kNN k=10, Euclidean, on raw signals; MAP@R on raw pixels)."""
-    if config.dataset.name == "tfds":
-        return {}
-    x_tr = np.asarray(train.x).reshape(len(train), -1)
-    x_te = np.asarray(test.x).reshape(len(test), -1)
-    out = {}
-    if config.method == "supervised" and config.eval.retrieval:
-        out["raw-input MAP@R"] = evaluate.retrieval_metrics(x_te, test.y)["map_at_r"]
-    else:
-        out["raw-input kNN (k=10)"] = evaluate.knn_accuracy(
-            x_tr, train.y, x_te, test.y, k=10, metric="euclidean"
-        )
-    return out
 
 
 def _save_loss_png(workdir: str, history: list[tuple[int, float]], title: str) -> str:
@@ -212,40 +179,29 @@ def _truncate_history(path: str, step: int) -> None:
     os.replace(tmp, path)
 
 
-def train_and_evaluate(
-    config: ml_collections.ConfigDict,
-    workdir: str,
-    *,
-    stop_after: int | None = None,
-    run_eval: bool = True,
-    progress: bool | None = None,
-) -> tuple[TrainState, dict[str, Any]]:
-    """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint)
-    and evaluates the result.
+@dataclasses.dataclass
+class _Run:
+    """What ``_setup`` builds for the loop and the end of a run."""
 
-    Args:
-      config: a validated-on-entry ConfigDict (see ``configs/``).
-      workdir: output directory: checkpoints/, tensorboard/, losses.jsonl,
-        loss.png, metrics.json.
-      stop_after: stop (with a checkpoint) once this many steps are done in
-        total, as if interrupted; the next call resumes.
-      run_eval: run the end-of-run evaluation and write metrics.json.
-      progress: show a progress bar (default: when stderr is a terminal).
+    config: ml_collections.ConfigDict
+    workdir: str
+    mesh: jax.sharding.Mesh
+    is_main: bool
+    ckpt: Checkpointer
+    train: sources.Split
+    test: sources.Split
+    schedule: Any
+    state: TrainState
+    iterator: Any
+    step_fn: Any
+    embed: Any
+    writer: Any
+    history_path: str
 
-    Returns:
-      (final train state, metrics dict).
 
-    Raises:
-      ValueError: a bad config field (before anything is built or compiled).
-      jaxmetric.train.checkpoint.ConfigMismatchError: ``workdir`` holds a
-        checkpoint of another config (and ``config.allow_config_change`` is
-        False).
-      jaxmetric.train.checkpoint.CheckpointError: the latest checkpoint is
-        unreadable (the message names its step).
-      NonFiniteStepsError: ``config.max_consecutive_skipped`` steps in a row
-        had a non-finite loss or gradient; the checkpoints before them are
-        kept.
-    """
+def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
+    """Validates the config, then builds the mesh, data, model, state
+    (restored from the workdir's latest checkpoint) and the jitted step."""
     if config.multihost:
         jax.distributed.initialize()
     mesh = make_mesh(config.num_devices)
@@ -274,109 +230,137 @@ def train_and_evaluate(
     elif is_main and os.path.exists(history_path):
         os.remove(history_path)  # From a run that died before its first checkpoint.
 
-    step_fn = _train_step(config, graphdef, tx, mesh)
-    embed = make_embed_fn(config, graphdef)
     writer = None
     if is_main:
         from tensorboardX import SummaryWriter
 
         writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    return _Run(
+        config=config,
+        workdir=workdir,
+        mesh=mesh,
+        is_main=is_main,
+        ckpt=ckpt,
+        train=train,
+        test=test,
+        schedule=schedule,
+        state=state,
+        iterator=iterator,
+        step_fn=_train_step(config, graphdef, tx, mesh),
+        embed=make_embed_fn(config, graphdef),
+        writer=writer,
+        history_path=history_path,
+    )
 
-    start = int(state.step)
-    end = config.num_steps if stop_after is None else min(stop_after, config.num_steps)
-    if progress is None:
-        progress = sys.stderr.isatty()
+
+def _diverged(run: _Run, done: int, bad_run: int) -> NonFiniteStepsError:
+    last = run.ckpt.latest_step()
+    where = (
+        f"the last good checkpoint is step {last} in {run.ckpt.directory}"
+        if last is not None
+        else "no checkpoint was written"
+    )
+    return NonFiniteStepsError(
+        f"Stopped at step {done}: {bad_run} consecutive steps had a non-finite loss "
+        f"or gradient (`max_consecutive_skipped`={run.config.max_consecutive_skipped}; "
+        f"{int(run.state.skipped)} skipped in all); {where}. Lower the learning rate or "
+        "check the data, then rerun to resume from it."
+    )
+
+
+def _log(run: _Run, done: int, loss: float, throughput: float, progress: bool, bar) -> None:
+    skipped = int(run.state.skipped)
+    bar.set_postfix(loss=f"{loss:.4f}", ex_per_s=f"{throughput:.0f}")
+    if not run.is_main:
+        return
+    run.writer.add_scalar("train/loss", loss, done)
+    run.writer.add_scalar("train/learning_rate", float(run.schedule(done - 1)), done)
+    run.writer.add_scalar("train/examples_per_second", throughput, done)
+    run.writer.add_scalar("train/skipped_steps", skipped, done)
+    with open(run.history_path, "a") as f:
+        f.write(json.dumps([done, loss]) + "\n")
+    if not progress:
+        print(
+            f"step {done}/{run.config.num_steps} loss {loss:.4f} {throughput:.0f} examples/s"
+            + (f" ({skipped} non-finite steps skipped)" if skipped else ""),
+            file=sys.stderr,
+        )
+
+
+def _loop(run: _Run, end: int, hooks: Sequence[Hook], progress: bool) -> int:
+    """Steps from the state's step to ``end``: logs, the kNN monitor and
+    periodic checkpoints; returns the length of the final run of non-finite
+    steps. Raises NonFiniteStepsError after ``max_consecutive_skipped``."""
     from tqdm.auto import tqdm
 
+    config = run.config
+    start = int(run.state.step)
     bar = tqdm(
         total=config.num_steps,
         initial=start,
-        disable=not (progress and is_main),
+        disable=not (progress and run.is_main),
         desc=config.method,
         mininterval=0.5,
     )
     t_last, n_last = time.perf_counter(), start
-    guard = config.get("nan_guard", True)
-    max_bad = config.get("max_consecutive_skipped", 0)
+    max_bad = config.max_consecutive_skipped
     bad_run = 0
-    step_sleep = float(os.environ.get(STEP_SLEEP_ENV, 0) or 0)
 
     def next_batch():
         """The next global batch, on the devices, and the data iterator's
         state after it (what a checkpoint after this batch's step saves)."""
-        x, y = train.take(next(iterator))
-        return _global_batch(mesh, x, y), iterator.get_state()
+        x, y = run.train.take(next(run.iterator))
+        return _global_batch(run.mesh, x, y), run.iterator.get_state()
 
     batch = next_batch() if start < end else None
-    for step in range(start, end):
-        if step_sleep:
-            time.sleep(step_sleep)
-        (x, y), data_state = batch
-        state, metrics = step_fn(state, x, y)
-        done = step + 1
-        # The next batch is read and sent while the devices run this step,
-        # before the host waits for the step below.
-        if done < end:
-            batch = next_batch()
-        bar.update(1)
-        # One scalar read per step (a host sync) to stop a diverged run early.
-        bad_run = int(state.consecutive_skipped) if (max_bad or not guard) else 0
-        if max_bad and bad_run >= max_bad:
-            bar.close()
-            last = ckpt.latest_step()
-            where = (
-                f"the last good checkpoint is step {last} in {ckpt.directory}"
-                if last is not None
-                else "no checkpoint was written"
-            )
-            ckpt.close()
-            if writer is not None:
-                writer.close()
-            raise NonFiniteStepsError(
-                f"Stopped at step {done}: {bad_run} consecutive steps had a non-finite loss "
-                f"or gradient (`max_consecutive_skipped`={max_bad}; {int(state.skipped)} "
-                f"skipped in all); {where}. Lower the learning rate or check the data, "
-                "then rerun to resume from it."
-            )
-        if done % config.log_every == 0 or done == end:
-            loss = float(metrics["loss"])
-            skipped = int(state.skipped)
-            now = time.perf_counter()
-            throughput = (done - n_last) * config.batch_size / max(now - t_last, 1e-9)
-            t_last, n_last = now, done
-            bar.set_postfix(loss=f"{loss:.4f}", ex_per_s=f"{throughput:.0f}")
-            if is_main:
-                writer.add_scalar("train/loss", loss, done)
-                writer.add_scalar("train/learning_rate", float(schedule(done - 1)), done)
-                writer.add_scalar("train/examples_per_second", throughput, done)
-                writer.add_scalar("train/skipped_steps", skipped, done)
-                with open(history_path, "a") as f:
-                    f.write(json.dumps([done, loss]) + "\n")
-            if not progress and is_main:
-                print(
-                    f"step {done}/{config.num_steps} loss {loss:.4f} {throughput:.0f} examples/s"
-                    + (f" ({skipped} non-finite steps skipped)" if skipped else ""),
-                    file=sys.stderr,
+    try:
+        for step in range(start, end):
+            (x, y), data_state = batch
+            run.state, metrics = run.step_fn(run.state, x, y)
+            done = step + 1
+            # The next batch is read and sent while the devices run this step,
+            # before the host waits for the step below.
+            if done < end:
+                batch = next_batch()
+            bar.update(1)
+            # One scalar read per step (a host sync) to stop a diverged run early.
+            bad_run = int(run.state.consecutive_skipped) if (max_bad or not config.nan_guard) else 0
+            if max_bad and bad_run >= max_bad:
+                raise _diverged(run, done, bad_run)
+            if done % config.log_every == 0 or done == end:
+                now = time.perf_counter()
+                throughput = (done - n_last) * config.batch_size / max(now - t_last, 1e-9)
+                t_last, n_last = now, done
+                _log(run, done, float(metrics["loss"]), throughput, progress, bar)
+            if config.eval_every and done % config.eval_every == 0 and done < config.num_steps:
+                monitor = evaluate_state(
+                    config, run.embed, run.state, run.train, run.test, linear_probe=False
                 )
-        if config.eval_every and done % config.eval_every == 0 and done < config.num_steps:
-            monitor = evaluate_state(config, embed, state, train, test, linear_probe=False)
-            if is_main:
-                writer.add_scalar("eval/knn_accuracy", monitor["knn_accuracy"], done)
-                bar.write(f"step {done}: kNN monitor {100 * monitor['knn_accuracy']:.1f}%")
-        # No checkpoint in the middle of a run of bad steps: with a rotating
-        # max_to_keep it could push out the last good one.
-        if (
-            config.checkpoint_every
-            and done % config.checkpoint_every == 0
-            and done < end
-            and not bad_run
-        ):
-            ckpt.save(done, state, data_state, config)
-    bar.close()
-    if (end > start or ckpt.latest_step() is None) and (guard or not bad_run):
-        ckpt.save(end, state, iterator.get_state(), config)
-    ckpt.close()
+                if run.is_main:
+                    run.writer.add_scalar("eval/knn_accuracy", monitor["knn_accuracy"], done)
+                    bar.write(f"step {done}: kNN monitor {100 * monitor['knn_accuracy']:.1f}%")
+            # No checkpoint in the middle of a run of bad steps: with a rotating
+            # max_to_keep it could push out the last good one.
+            if (
+                config.checkpoint_every
+                and done % config.checkpoint_every == 0
+                and done < end
+                and not bad_run
+            ):
+                run.ckpt.save(done, run.state, data_state, config)
+            for hook in hooks:
+                hook(done)
+    finally:
+        bar.close()
+    return bad_run
 
+
+def _finish(run: _Run, start: int, end: int, bad_run: int, run_eval: bool) -> dict[str, Any]:
+    """The final checkpoint, then (at ``num_steps``) the evaluation:
+    ``metrics.json``, TensorBoard scalars, ``loss.png`` and the log table."""
+    config, state = run.config, run.state
+    if (end > start or run.ckpt.latest_step() is None) and (config.nan_guard or not bad_run):
+        run.ckpt.save(end, state, run.iterator.get_state(), config)
     results: dict[str, Any] = {"step": int(state.step)}
     if int(state.skipped):
         print(
@@ -384,19 +368,69 @@ def train_and_evaluate(
             "and were skipped.",
             file=sys.stderr,
         )
-    if run_eval and int(state.step) == config.num_steps:
-        results.update(
-            evaluate_state(config, embed, state, train, test, linear_probe=config.eval.linear_probe)
-        )
-        baseline = _raw_baseline(config, train, test)
-        if is_main:
-            for key, value in results.items():
-                if key != "step":
-                    writer.add_scalar(f"eval/{key}", value, int(state.step))
-            with open(os.path.join(workdir, "metrics.json"), "w") as f:
-                json.dump(results, f, indent=2)
-            _save_loss_png(workdir, _read_history(history_path), f"{config.method} loss")
-            print(_log_table(config, results, baseline))
-    if writer is not None:
-        writer.close()
-    return state, results
+    if not (run_eval and int(state.step) == config.num_steps):
+        return results
+    emb = evaluate.embed_splits(config, run.embed, state, run.train, run.test)
+    results.update(evaluate.run_metrics(config, emb, linear_probe=config.eval.linear_probe))
+    baseline = evaluate.raw_baseline(config, emb)
+    if run.is_main:
+        for key, value in results.items():
+            if key != "step":
+                run.writer.add_scalar(f"eval/{key}", value, int(state.step))
+        with open(os.path.join(run.workdir, "metrics.json"), "w") as f:
+            json.dump(results, f, indent=2)
+        _save_loss_png(run.workdir, _read_history(run.history_path), f"{config.method} loss")
+        print(_log_table(config, results, baseline))
+    return results
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    stop_after: int | None = None,
+    run_eval: bool = True,
+    progress: bool | None = None,
+    hooks: Sequence[Hook] = (),
+) -> tuple[TrainState, dict[str, Any]]:
+    """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint)
+    and evaluates the result.
+
+    Args:
+      config: a validated-on-entry ConfigDict (see ``configs/``).
+      workdir: output directory: checkpoints/, tensorboard/, losses.jsonl,
+        loss.png, metrics.json.
+      stop_after: stop (with a checkpoint) once this many steps are done in
+        total, as if interrupted; the next call resumes.
+      run_eval: run the end-of-run evaluation and write metrics.json.
+      progress: show a progress bar (default: when stderr is a terminal).
+      hooks: callables ``hook(steps_done)`` run after every step, once its
+        logging and checkpointing are done (as Flax's periodic actions).
+
+    Returns:
+      (final train state, metrics dict).
+
+    Raises:
+      ValueError: a bad config field (before anything is built or compiled).
+      jaxmetric.train.checkpoint.ConfigMismatchError: ``workdir`` holds a
+        checkpoint of another config (and ``config.allow_config_change`` is
+        False).
+      jaxmetric.train.checkpoint.CheckpointError: the latest checkpoint is
+        unreadable (the message names its step).
+      NonFiniteStepsError: ``config.max_consecutive_skipped`` steps in a row
+        had a non-finite loss or gradient; the checkpoints before them are
+        kept.
+    """
+    run = _setup(config, workdir)
+    start = int(run.state.step)
+    end = config.num_steps if stop_after is None else min(stop_after, config.num_steps)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    try:
+        bad_run = _loop(run, end, hooks, progress)
+        results = _finish(run, start, end, bad_run, run_eval)
+    finally:
+        run.ckpt.close()
+        if run.writer is not None:
+            run.writer.close()
+    return run.state, results

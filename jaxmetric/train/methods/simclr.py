@@ -1,0 +1,54 @@
+"""SimCLR (Chen et al. 2020): NT-Xent between two views of each example,
+2N - 2 negatives from the global batch."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+import jaxmetric
+from jaxmetric.train import fields
+from jaxmetric.train.methods import parts
+from jaxmetric.train.methods.base import Method
+from jaxmetric.train.state import AXIS
+
+
+def make_step(config, graphdef, tx):
+    aug, temperature = config.augment, config.simclr.temperature
+    block_size = config.simclr.block_size or None
+
+    def step(state, x, y):
+        del y
+        b = x.shape[0]
+        v1, v2 = parts.two_views(state, aug, x)
+
+        def loss_fn(params):
+            # Both views in one forward pass: BN statistics over all 2N views.
+            _, z, stats = parts.forward(
+                graphdef, params, state.batch_stats, jnp.concatenate([v1, v2])
+            )
+            loss = jaxmetric.simclr_loss(
+                z[:b], z[b:], temperature=temperature, axis_name=AXIS, block_size=block_size
+            )
+            return loss, stats
+
+        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        return parts.apply_update(config, state, tx, loss, grads, stats), {"loss": loss}
+
+    return step
+
+
+def validate(config) -> None:
+    fields.positive("simclr.temperature", config.simclr.temperature)
+    fields.non_negative_int("simclr.block_size", config.simclr.block_size)
+
+
+METHOD = Method(
+    name="simclr",
+    title="SimCLR",
+    make_step=make_step,
+    # block_size 0: the dense loss; n: NT-Xent over tiles of n rows (memory
+    # linear in the global batch, same value and gradient).
+    defaults={"temperature": 0.1, "block_size": 0},
+    validate=validate,
+)

@@ -1,0 +1,85 @@
+"""A training run for tests/test_crash_safety.py to kill: ``python crash_run.py
+WORKDIR [--kill-in-save STEP] [--step-sleep SECONDS]``.
+
+The triplet-digits recipe with the test's overrides, through
+``train_and_evaluate``. ``--kill-in-save STEP``: SIGKILL this process while
+orbax saves STEP, after every file is written and before the step is
+finalised (a patch of orbax's temporary-path commit, here in the test, not in
+the library). ``--step-sleep``: a hook that sleeps after each step, so the
+test can kill the run from outside between two steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import signal
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "triplet_digits.py"
+STEPS = 12
+OVERRIDES = {
+    "num_steps": STEPS,
+    "checkpoint_every": 2,
+    "log_every": 1,
+    "num_devices": 1,
+    "batch_size": 32,
+    "supervised.samples_per_class": 4,
+    "eval.linear_probe": False,
+    "eval.retrieval": False,
+    "eval.max_examples": 200,
+}
+
+
+def config():
+    """The recipe with ``OVERRIDES``."""
+    from jaxmetric.train.config import load_recipe
+
+    c = load_recipe(CONFIG)
+    for key, value in OVERRIDES.items():
+        node = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return c
+
+
+def kill_in_save(step: int) -> None:
+    """Makes orbax's finalisation of ``step``'s temporary directory kill this
+    process instead."""
+    from orbax.checkpoint._src.path import atomicity
+
+    def patch(cls):
+        original = cls.finalize
+
+        async def finalize(self):
+            if self.get_final().name == str(step):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return await original(self)
+
+        cls.finalize = finalize
+
+    # Local file systems use the atomic rename, object stores the commit file.
+    patch(atomicity.AtomicRenameTemporaryPath)
+    patch(atomicity.CommitFileTemporaryPath)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("workdir")
+    parser.add_argument("--kill-in-save", type=int, default=0)
+    parser.add_argument("--step-sleep", type=float, default=0.0)
+    args = parser.parse_args()
+    from jaxmetric.train import train_and_evaluate
+
+    if args.kill_in_save:
+        kill_in_save(args.kill_in_save)
+    hooks = [lambda done: time.sleep(args.step_sleep)] if args.step_sleep else []
+    train_and_evaluate(config(), args.workdir, progress=False, hooks=hooks)
+
+
+if __name__ == "__main__":
+    main()
