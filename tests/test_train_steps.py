@@ -6,7 +6,14 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxmetric.train import base_config, create_train_state, make_mesh, make_train_step
+from jaxmetric import losses
+from jaxmetric.train import (
+    base_config,
+    create_train_state,
+    make_mesh,
+    make_train_step,
+    validate_config,
+)
 from jaxmetric.train.optim import make_optimizer
 
 BATCH = 16
@@ -122,3 +129,14 @@ def test_non_finite_step_is_skipped():
     assert int(after.step) == 2 and int(after.skipped) == 1
     for u, v in zip(jax.tree.leaves(state.params), jax.tree.leaves(after.params), strict=True):
         np.testing.assert_array_equal(u, v)
+
+
+@pytest.mark.parametrize("loss", sorted(losses.LABEL_LOSSES))
+def test_supervised_method_trains_with_every_label_based_loss(loss):
+    config = _config("supervised")
+    config.supervised.loss = loss
+    config.supervised.loss_kwargs = {}  # the loss's own defaults
+    validate_config(config, num_devices=1)
+    x, y = _batches(1)
+    (state,), (value,) = _run(config, 1, x, y)
+    assert np.isfinite(value) and int(state.step) == 1 and int(state.skipped) == 0

@@ -1,6 +1,6 @@
-"""Supervised metric learning: a label-based kernel loss (with its miner,
-e.g. triplet + batch-hard) on one (optionally augmented) view of
-class-balanced batches."""
+"""Supervised metric learning: any label-based kernel loss
+(``jaxmetric.losses.LABEL_LOSSES``, e.g. triplet + batch-hard mining) on one
+(optionally augmented) view of class-balanced batches."""
 
 from __future__ import annotations
 
@@ -15,13 +15,6 @@ from jaxmetric.train import fields
 from jaxmetric.train.methods import parts
 from jaxmetric.train.methods.base import Method
 from jaxmetric.train.state import AXIS
-
-LOSSES = (
-    "triplet_margin_loss",
-    "contrastive_loss",
-    "angular_loss",
-    "ntxent_loss",
-)
 
 
 def make_step(config, graphdef, tx):
@@ -65,7 +58,7 @@ def _check_loss_kwargs(config: ml_collections.ConfigDict) -> None:
 
 def validate(config) -> None:
     s = config.supervised
-    fields.choice("supervised.loss", s.loss, LOSSES)
+    fields.choice("supervised.loss", s.loss, tuple(losses.LABEL_LOSSES))
     if s.samples_per_class < 2:
         raise ValueError(
             f"`supervised.samples_per_class` must be >= 2, got {s.samples_per_class!r}."
