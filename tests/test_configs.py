@@ -68,7 +68,7 @@ def test_recipe_builds_and_runs_one_step(name):
     tx, schedule = make_optimizer(config.optimizer, config.batch_size, config.num_steps)
     graphdef, state = create_train_state(config, shape, tx)
     # One device: the recipe's shapes are what this test checks (8 devices ==
-    # 1 device is test_train_steps'); 8 simulated devices would run the
+    # 1 device is tests/train/test_steps.py's); 8 simulated devices would run the
     # ResNets 8 times over on CI's two cores.
     mesh = make_mesh(1)
     state = jax.device_put(state, NamedSharding(mesh, P()))

@@ -24,7 +24,7 @@ import pytest
 
 from jaxmetric.train import train_and_evaluate
 from jaxmetric.train.checkpoint import Checkpointer
-from tests import crash_run
+from tests.train import crash_run
 
 SCRIPT = pathlib.Path(crash_run.__file__)
 

@@ -11,7 +11,7 @@ import pytest
 from jaxmetric import main
 from jaxmetric.data import sources
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _numpy_map_at_r(x, y):

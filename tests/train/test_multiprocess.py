@@ -5,7 +5,7 @@ its own rows (``jax.make_array_from_process_local_data``, as the trainer
 does); the loss and the parameters equal those of one process with four
 devices on the same data.
 
-This file is also the worker: ``python tests/test_multiprocess.py PORT
+This file is also the worker: ``python tests/train/test_multiprocess.py PORT
 PROCESS_ID OUT.npz``.
 """
 
@@ -109,7 +109,7 @@ def test_two_processes_equal_one_process(tmp_path):
     procs = [
         subprocess.Popen(
             [sys.executable, __file__, str(port), str(i), str(tmp_path / f"p{i}.npz")],
-            cwd=pathlib.Path(__file__).resolve().parents[1],
+            cwd=pathlib.Path(__file__).resolve().parents[2],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -139,5 +139,5 @@ def test_two_processes_equal_one_process(tmp_path):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
     _worker(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])

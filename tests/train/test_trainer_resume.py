@@ -20,7 +20,7 @@ from jaxmetric.train import trainer as trainer_module
 from jaxmetric.train.checkpoint import Checkpointer, CheckpointError, ConfigMismatchError
 from jaxmetric.train.trainer import NonFiniteStepsError
 
-CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "moco_mnist1d.py"
+CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "moco_mnist1d.py"
 STATE_FIELDS = ("params", "batch_stats", "opt_state", "target_params", "queue", "key")
 
 

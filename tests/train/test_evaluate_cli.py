@@ -20,7 +20,7 @@ from jaxmetric import main
 from jaxmetric.train import evaluate_cli, train_and_evaluate
 from jaxmetric.train.config import load_recipe
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 STEPS = 30
 
 

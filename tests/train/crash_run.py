@@ -1,4 +1,4 @@
-"""A training run for tests/test_crash_safety.py to kill: ``python crash_run.py
+"""A training run for tests/train/test_trainer_crash_safety.py to kill: ``python crash_run.py
 WORKDIR [--kill-in-save STEP] [--step-sleep SECONDS]``.
 
 The triplet-digits recipe with the test's overrides, through
@@ -17,7 +17,7 @@ import pathlib
 import signal
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "triplet_digits.py"
 STEPS = 12
 OVERRIDES = {
