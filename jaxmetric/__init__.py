@@ -1,11 +1,11 @@
 """jaxmetric: deep metric learning and contrastive self-supervised learning in JAX.
 
-The kernels (``distances``, ``mining``, ``losses``, ``parallel``, ``queue``)
+The kernels (``distances``, ``mining``, ``losses``, ``parallel``, ``memory``)
 are pure functions of arrays that run under ``jit``, ``vmap``,
 ``jax.shard_map`` and ``jax.pmap``; none of them needs a Flax or optax object.
 """
 
-from jaxmetric import distances, losses, metrics, mining, parallel, queue
+from jaxmetric import distances, losses, memory, metrics, mining, parallel
 from jaxmetric.distances import l2_normalize, pairwise_distances, pairwise_similarities
 from jaxmetric.losses import (
     angular_loss,
@@ -32,7 +32,7 @@ from jaxmetric.losses import (
     vicreg_loss,
     xbm_loss,
 )
-from jaxmetric.queue import MemoryQueue, ema_update, enqueue, init_queue
+from jaxmetric.memory import MemoryQueue, ema_update, enqueue, init_queue
 
 __version__ = "0.1.0"
 
@@ -52,6 +52,7 @@ __all__ = [
     "l2_normalize",
     "lifted_structure_loss",
     "losses",
+    "memory",
     "metrics",
     "mining",
     "moco_loss",
@@ -65,7 +66,6 @@ __all__ = [
     "parallel",
     "proxy_anchor_loss",
     "proxy_nca_loss",
-    "queue",
     "simclr_loss",
     "simsiam_loss",
     "soft_nearest_neighbor_loss",
@@ -74,3 +74,13 @@ __all__ = [
     "vicreg_loss",
     "xbm_loss",
 ]
+
+
+def __getattr__(name: str):
+    # ``jaxmetric.queue`` (renamed ``jaxmetric.memory``) loads its deprecated
+    # alias, which warns, only when asked for.
+    if name == "queue":
+        import importlib
+
+        return importlib.import_module("jaxmetric.queue")
+    raise AttributeError(f"module 'jaxmetric' has no attribute {name!r}")

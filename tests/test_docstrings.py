@@ -8,10 +8,10 @@ import inspect
 import pytest
 
 import jaxmetric as jm
-from jaxmetric import distances, losses, mining, parallel, queue
+from jaxmetric import distances, losses, memory, mining, parallel
 from jaxmetric.losses import angular, contrastive, moco, npair, ntxent, triplet
 
-MODULES = [distances, mining, parallel, queue, angular, contrastive, moco, npair, ntxent, triplet]
+MODULES = [distances, mining, parallel, memory, angular, contrastive, moco, npair, ntxent, triplet]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
@@ -30,7 +30,7 @@ def test_every_loss_documents_formula_shapes_and_reference(name):
 
 
 def test_public_functions_have_docstrings():
-    for module in [distances, mining, parallel, queue]:
+    for module in [distances, mining, parallel, memory]:
         for name, obj in vars(module).items():
             if name.startswith("_") or not inspect.isfunction(obj):
                 continue

@@ -11,14 +11,13 @@ from jaxmetric.losses.circle import circle_loss
 from jaxmetric.losses.contrastive import contrastive_loss
 from jaxmetric.losses.lifted import lifted_structure_loss
 from jaxmetric.losses.margin_softmax import arcface_loss, cosface_loss
-from jaxmetric.losses.moco import moco_loss
+from jaxmetric.losses.moco import moco_loss, mocov3_loss
 from jaxmetric.losses.multi_similarity import multi_similarity_loss
 from jaxmetric.losses.nnclr import nnclr_loss
 from jaxmetric.losses.nnclr import support_nearest_neighbors as support_nearest_neighbors
 from jaxmetric.losses.noncontrastive import (
     barlow_twins_loss,
     byol_loss,
-    mocov3_loss,
     simsiam_loss,
     vicreg_loss,
 )

@@ -1,4 +1,8 @@
-"""MoCo's InfoNCE loss against a queue of negative keys."""
+"""The MoCo family: InfoNCE of queries against their momentum keys.
+
+``moco_loss`` (MoCo v1 / v2) takes its negatives from a queue of past keys;
+``mocov3_loss`` takes them from the keys of the (global) batch, no queue.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ def moco_loss(
       queries: [B, D] query embeddings (online encoder).
       keys: [B, D] key embeddings (momentum encoder), row i the positive of
         query i.
-      queue: [K, D] negative keys, e.g. ``jaxmetric.queue.MemoryQueue``'s
+      queue: [K, D] negative keys, e.g. ``jaxmetric.memory.MemoryQueue``'s
         ``embeddings``.
       temperature: T > 0 (MoCo v1: 0.07, v2: 0.2).
       normalize: L2-normalise queries, keys and queue rows (MoCo normalises
@@ -44,7 +48,7 @@ def moco_loss(
       queue_mask: [K] bool, filled queue slots. None: all.
       mask: [B] bool, valid queries. None: all valid.
       axis_name: mapped axis; the mean runs over the global batch. The queue
-        is replicated, so no gathering is needed here (``jaxmetric.queue.
+        is replicated, so no gathering is needed here (``jaxmetric.memory.
         enqueue`` gathers the keys).
       block_size: None: the dense [B, K] logits and autodiff. An int: slabs
         of ``block_size`` queries, each against the whole queue, with the
@@ -110,3 +114,68 @@ def moco_loss(
     )
     losses = _common.masked_logsumexp(logits, counts, axis=1) - positive
     return parallel.reduce_losses(losses, mask, "mean", axis_name)
+
+
+def mocov3_loss(
+    queries: jax.Array,
+    keys: jax.Array,
+    *,
+    temperature: float = 0.2,
+    mask: jax.Array | None = None,
+    axis_name: str | None = None,
+) -> jax.Array:
+    r"""MoCo v3's InfoNCE of queries against the batch of momentum keys.
+
+    With L2-normalised queries q (online encoder + predictor) and keys k
+    (momentum encoder, no gradient), for every valid query i of the global
+    batch:
+
+    .. math::
+        \ell_i = -\log \frac{e^{q_i \cdot k_i / \tau}}
+            {\sum_{j} e^{q_i \cdot k_j / \tau}},
+        \qquad \mathcal{L} = 2\tau \cdot \frac{1}{N} \sum_i \ell_i
+
+    where j runs over the valid keys of the global batch (no queue; the
+    other examples' keys are the negatives) and the factor :math:`2\tau` is
+    the official code's (divide by it for the plain cross-entropy). MoCo
+    v3's loss is symmetric: ``mocov3_loss(q1, k2) + mocov3_loss(q2, k1)``.
+
+    Args:
+      queries: [B, D] online queries, row i paired with key i.
+      keys: [B, D] momentum-encoder keys; gathered from every device under
+        ``axis_name``; no gradient flows into them.
+      temperature: :math:`\tau` > 0 (0.2 for ResNets, 0.1 for ViTs).
+      mask: [B] bool, valid rows (as queries and as keys). None: all valid.
+      axis_name: mapped axis; keys of all devices are the candidates.
+
+    Returns:
+      A float32 scalar; 0.0 when no row is valid.
+
+    Example:
+      >>> import jax, jaxmetric
+      >>> q1, q2, k1, k2 = jax.random.normal(jax.random.key(0), (4, 8, 4))
+      >>> loss = jaxmetric.mocov3_loss(q1, k2) + jaxmetric.mocov3_loss(q2, k1)
+
+    PML has no MoCo v3 loss; ``NTXentLoss`` on the concatenation of queries
+    and keys is a different loss (queries are negatives there too).
+
+    Reference:
+      Chen, Xie & He, "An Empirical Study of Training Self-Supervised Vision
+      Transformers" (MoCo v3), ICCV 2021, Algorithm 1 and its official code
+      (``ctr`` multiplies the cross-entropy by 2 * T).
+    """
+    _checks.check_positive(temperature, "temperature")
+    queries, keys = _checks.check_embedding_pair(queries, keys, "queries", "keys")
+    batch = queries.shape[0]
+    mask = _checks.check_mask(mask, batch)
+    queries = l2_normalize(queries)
+    keys = jax.lax.stop_gradient(l2_normalize(keys))
+    all_keys = parallel.gather(keys, axis_name)  # [M, D]
+    all_mask = parallel.gather(mask, axis_name)  # [M]
+    logits = queries @ all_keys.T / temperature  # [b, M]
+    # Query i's own key sits among the gathered ones (column anchor_index(i));
+    # its logit is computed from the local copy.
+    positive = jnp.sum(queries * keys, axis=1) / temperature
+    where = jnp.broadcast_to(all_mask[None, :], logits.shape)
+    losses = _common.masked_logsumexp(logits, where, axis=1) - positive
+    return 2.0 * temperature * parallel.reduce_losses(losses, mask, "mean", axis_name)

@@ -1,14 +1,13 @@
-"""Self-supervised losses without a queue of negatives: BYOL, SimSiam,
-Barlow Twins, VICReg and MoCo v3.
+"""Non-contrastive self-supervised losses: BYOL, SimSiam, Barlow Twins, VICReg.
 
 All take two [B, D] arrays whose row i comes from the same example (two
 views, or a prediction and its target), plus ``mask`` and ``axis_name`` as
 every kernel does. Under ``axis_name`` every statistic is a statistic of the
 global batch: means, variances, cross-correlation and covariance matrices
-are ``psum``-ed sums divided by ``psum``-ed counts, and MoCo v3's keys are
-gathered from every device, so the value (and the gradient that reaches
-replicated parameters under ``jax.shard_map``) equals the single-device one
-on the concatenated batch.
+are ``psum``-ed sums divided by ``psum``-ed counts, so the value (and the
+gradient that reaches replicated parameters under ``jax.shard_map``) equals
+the single-device one on the concatenated batch. (MoCo v3, contrastive
+against the batch's keys, is in ``jaxmetric.losses.moco``.)
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ import jax.numpy as jnp
 
 from jaxmetric import _checks, parallel
 from jaxmetric.distances import l2_normalize
-from jaxmetric.losses import _common
 
 
 def _global_count(mask: jax.Array, axis_name: str | None) -> jax.Array:
@@ -277,68 +275,3 @@ def vicreg_loss(
     v2, c2 = regularisers(z2)
     loss = sim_weight * invariance + var_weight * (v1 + v2) / 2 + cov_weight * (c1 + c2)
     return jnp.where(count > 0, loss, 0.0)
-
-
-def mocov3_loss(
-    queries: jax.Array,
-    keys: jax.Array,
-    *,
-    temperature: float = 0.2,
-    mask: jax.Array | None = None,
-    axis_name: str | None = None,
-) -> jax.Array:
-    r"""MoCo v3's InfoNCE of queries against the batch of momentum keys.
-
-    With L2-normalised queries q (online encoder + predictor) and keys k
-    (momentum encoder, no gradient), for every valid query i of the global
-    batch:
-
-    .. math::
-        \ell_i = -\log \frac{e^{q_i \cdot k_i / \tau}}
-            {\sum_{j} e^{q_i \cdot k_j / \tau}},
-        \qquad \mathcal{L} = 2\tau \cdot \frac{1}{N} \sum_i \ell_i
-
-    where j runs over the valid keys of the global batch (no queue; the
-    other examples' keys are the negatives) and the factor :math:`2\tau` is
-    the official code's (divide by it for the plain cross-entropy). MoCo
-    v3's loss is symmetric: ``mocov3_loss(q1, k2) + mocov3_loss(q2, k1)``.
-
-    Args:
-      queries: [B, D] online queries, row i paired with key i.
-      keys: [B, D] momentum-encoder keys; gathered from every device under
-        ``axis_name``; no gradient flows into them.
-      temperature: :math:`\tau` > 0 (0.2 for ResNets, 0.1 for ViTs).
-      mask: [B] bool, valid rows (as queries and as keys). None: all valid.
-      axis_name: mapped axis; keys of all devices are the candidates.
-
-    Returns:
-      A float32 scalar; 0.0 when no row is valid.
-
-    Example:
-      >>> import jax, jaxmetric
-      >>> q1, q2, k1, k2 = jax.random.normal(jax.random.key(0), (4, 8, 4))
-      >>> loss = jaxmetric.mocov3_loss(q1, k2) + jaxmetric.mocov3_loss(q2, k1)
-
-    PML has no MoCo v3 loss; ``NTXentLoss`` on the concatenation of queries
-    and keys is a different loss (queries are negatives there too).
-
-    Reference:
-      Chen, Xie & He, "An Empirical Study of Training Self-Supervised Vision
-      Transformers" (MoCo v3), ICCV 2021, Algorithm 1 and its official code
-      (``ctr`` multiplies the cross-entropy by 2 * T).
-    """
-    _checks.check_positive(temperature, "temperature")
-    queries, keys = _checks.check_embedding_pair(queries, keys, "queries", "keys")
-    batch = queries.shape[0]
-    mask = _checks.check_mask(mask, batch)
-    queries = l2_normalize(queries)
-    keys = jax.lax.stop_gradient(l2_normalize(keys))
-    all_keys = parallel.gather(keys, axis_name)  # [M, D]
-    all_mask = parallel.gather(mask, axis_name)  # [M]
-    logits = queries @ all_keys.T / temperature  # [b, M]
-    # Query i's own key sits among the gathered ones (column anchor_index(i));
-    # its logit is computed from the local copy.
-    positive = jnp.sum(queries * keys, axis=1) / temperature
-    where = jnp.broadcast_to(all_mask[None, :], logits.shape)
-    losses = _common.masked_logsumexp(logits, where, axis=1) - positive
-    return 2.0 * temperature * parallel.reduce_losses(losses, mask, "mean", axis_name)

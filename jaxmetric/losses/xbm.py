@@ -9,7 +9,7 @@ from jaxmetric import _checks
 from jaxmetric.distances import l2_normalize
 from jaxmetric.losses import _common
 from jaxmetric.losses._registry import LABEL_LOSSES
-from jaxmetric.queue import MemoryQueue
+from jaxmetric.memory import MemoryQueue
 
 # Every label-based loss, by its short name ("supcon") and by its public name
 # ("supcon_loss").
@@ -34,7 +34,7 @@ def xbm_loss(
 
     Anchors are the (local) rows of the batch; candidates are the rows of the
     (global) batch followed by the valid slots of ``memory``, a labelled
-    ``jaxmetric.queue.MemoryQueue`` of past embeddings:
+    ``jaxmetric.memory.MemoryQueue`` of past embeddings:
 
     .. math::
         \text{candidates} = [\,x_1, \dots, x_B \,\|\, m_1, \dots, m_K\,],
