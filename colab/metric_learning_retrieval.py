@@ -62,8 +62,9 @@ print("devices:", jax.devices())
 RESULTS = {}
 
 # %%
-import importlib.util
 import pathlib
+
+from jaxmetric.train.config import load_recipe
 
 
 def find_repo() -> pathlib.Path:
@@ -75,14 +76,6 @@ def find_repo() -> pathlib.Path:
     raise FileNotFoundError("configs/ not found: run this notebook inside a jaxmetric checkout.")
 
 
-def load_recipe(name: str):
-    """``get_config()`` of configs/<name>.py."""
-    spec = importlib.util.spec_from_file_location(name, find_repo() / "configs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
-
 # %% [markdown]
 # ## Train
 #
@@ -91,7 +84,7 @@ def load_recipe(name: str):
 # pixels at the end.
 
 # %%
-config = load_recipe("triplet_digits")
+config = load_recipe(find_repo() / "configs" / "triplet_digits.py")
 if SMALL:
     config.num_steps = 150
     config.log_every = 50

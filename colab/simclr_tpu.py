@@ -59,8 +59,9 @@ print(f"{len(devices)} x {devices[0].platform} device(s):", devices)
 RESULTS = {"num_devices": len(devices), "platform": devices[0].platform}
 
 # %%
-import importlib.util
 import pathlib
+
+from jaxmetric.train.config import load_recipe
 
 
 def find_repo() -> pathlib.Path:
@@ -72,14 +73,6 @@ def find_repo() -> pathlib.Path:
     raise FileNotFoundError("configs/ not found: run this notebook inside a jaxmetric checkout.")
 
 
-def load_recipe(name: str):
-    """``get_config()`` of configs/<name>.py."""
-    spec = importlib.util.spec_from_file_location(name, find_repo() / "configs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
-
 # %% [markdown]
 # ## The recipe
 #
@@ -89,7 +82,7 @@ def load_recipe(name: str):
 # would also set `config.model.dtype = "bfloat16"` (parameters stay float32).
 
 # %%
-config = load_recipe("simclr_mnist1d")
+config = load_recipe(find_repo() / "configs" / "simclr_mnist1d.py")
 if SMALL:
     config.num_steps = 60
     config.batch_size = 256
