@@ -26,6 +26,7 @@ THIRD = {
     "weights": W,
     "memory": jm.init_queue(4, 4),
     "queue": QUEUE,
+    "support": QUEUE,
 }
 
 

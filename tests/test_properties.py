@@ -150,6 +150,14 @@ VARIANTS = {
         False,
         False,
     ),
+    "nnclr": (
+        lambda e, y, m, t, x: jm.nnclr_loss(
+            e, x["partner"], x["queue"], support_mask=x["queue_mask"], mask=m, temperature=t
+        ),
+        True,
+        False,
+        False,
+    ),
     "moco_blocks": (
         lambda e, y, m, t, x: jm.moco_loss(
             e, x["partner"], x["queue"], mask=m, temperature=t, block_size=2
@@ -196,6 +204,7 @@ COVERS = {
     "simclr_loss": "simclr",
     "npair_loss": "npair",
     "moco_loss": "moco",
+    "nnclr_loss": "nnclr",
     **{name: name.removesuffix("_loss") for name in _SSL},
 }
 

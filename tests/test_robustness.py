@@ -57,6 +57,7 @@ LOSSES = {
         e, _partner(e), temperature=t, mask=m, normalize=True
     ),
     "moco": lambda e, y, m, t: jm.moco_loss(e, _partner(e), QUEUE, temperature=t, mask=m),
+    "nnclr": lambda e, y, m, t: jm.nnclr_loss(e, _partner(e), QUEUE, temperature=t, mask=m),
 }
 LABEL_LOSSES = [
     name for name in LOSSES if name.split("_")[0] in ("triplet", "contrastive", "angular", "ntxent")

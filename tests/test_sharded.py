@@ -82,6 +82,18 @@ def _moco(params, x, labels, mask, queue, axis_name):
     )
 
 
+def _nnclr(params, x, labels, mask, queue, axis_name):
+    del labels
+    return jm.nnclr_loss(
+        _embed(params, x[:, 0]),
+        _embed(params, x[:, 1]),
+        queue,
+        temperature=0.2,
+        mask=mask,
+        axis_name=axis_name,
+    )
+
+
 CASES = {
     **{
         f"triplet_{mining}": _label_loss(jm.triplet_margin_loss, mining=mining, margin=0.3)
@@ -104,6 +116,7 @@ CASES = {
     "simclr": _simclr,
     "npair": _npair,
     "moco": _moco,
+    "nnclr": _nnclr,
 }
 
 
