@@ -1,4 +1,8 @@
-"""The MoCo queue pytree and the EMA update."""
+"""The memory queue (jaxmetric.MemoryQueue, init_queue, enqueue) and the EMA update.
+
+The queue is used through its top-level names (``jm.MemoryQueue``,
+``jm.init_queue``, ``jm.enqueue``, ``jm.ema_update``), whichever module holds it.
+"""
 
 from __future__ import annotations
 
@@ -134,3 +138,48 @@ def test_moco_loss_with_a_queue_state():
     np.testing.assert_allclose(
         np.asarray(queue.embeddings[:4]), np.asarray(jm.l2_normalize(k)), rtol=1e-6
     )
+
+
+# ----------------------------------------------------------------------------
+# Bad input: a ValueError (or TypeError) at trace time naming the argument.
+# ----------------------------------------------------------------------------
+
+EMB = jnp.ones((6, 4))
+LABELS = jnp.array([0, 0, 1, 1, 2, 2])
+# (call, the argument the message must name in backticks)
+NAMED_ARGUMENT_CASES = [
+    (lambda: jm.init_queue(0, 4), "size"),
+    (lambda: jm.init_queue(4, 0), "dim"),
+    (lambda: jm.enqueue(jm.init_queue(6, 4), jnp.ones(4)), "keys"),
+    (lambda: jm.enqueue(jm.init_queue(6, 3), EMB), "keys"),
+    (lambda: jm.enqueue(jm.init_queue(12, 4), EMB, LABELS.astype(jnp.float32)), "labels"),
+    (lambda: jm.enqueue(jm.init_queue(12, 4), EMB, LABELS[:5]), "labels"),
+    (lambda: jm.enqueue(jm.init_queue(12, 4), EMB, mask=jnp.ones(4, bool)), "mask"),
+    (lambda: jm.enqueue(jm.init_queue(12, 4), EMB, axis_name="data"), "axis_name"),
+    (lambda: jm.ema_update({"w": EMB}, {"w": EMB}, momentum=1.5), "momentum"),
+    (lambda: jm.ema_update({"w": EMB}, {"w": EMB}, momentum=-0.1), "momentum"),
+]
+
+
+@pytest.mark.parametrize(
+    "call, argument",
+    [
+        pytest.param(call, argument, id=f"queue-{i}-{argument}")
+        for i, (call, argument) in enumerate(NAMED_ARGUMENT_CASES)
+    ],
+)
+def test_rejects_bad_input_naming_the_argument(call, argument):
+    with pytest.raises((ValueError, TypeError), match=f"`{argument}`"):
+        call()
+
+
+def test_queue_arguments():
+    with pytest.raises(ValueError, match="`size` must be > 0"):
+        jm.init_queue(0, 4)
+    with pytest.raises(ValueError, match="`keys` have dimension 4"):
+        jm.enqueue(jm.init_queue(6, 3), EMB)
+
+
+def test_enqueue_axis_name_outside_a_mapped_context():
+    with pytest.raises(ValueError, match="`axis_name`='batch' is not bound"):
+        jm.enqueue(jm.init_queue(6, 4), EMB, axis_name="batch")

@@ -2,7 +2,7 @@
 
 PML is not a dependency: this module is skipped unless PML and torch are
 installed (they are in the benchmark venv, ``.venv-bench``, which has no
-pytest: run ``.venv-bench/bin/python tests/test_extra_pml.py`` there).
+pytest: run ``.venv-bench/bin/python tests/losses/test_pml_parity.py`` there).
 Each check builds the PML loss with the settings the docstring names, feeds
 both libraries the same float64 inputs and compares the values (rtol 1e-6).
 The batches give every anchor a positive and a negative, the case where the
@@ -173,6 +173,6 @@ def test_losses_match_pml():
     check_against_pml()
 
 
-if __name__ == "__main__":  # .venv-bench/bin/python tests/test_extra_pml.py
+if __name__ == "__main__":  # .venv-bench/bin/python tests/losses/test_pml_parity.py
     for name, (expected, ours) in check_against_pml().items():
         print(f"ok: {name}: PML {expected:.8f}, jaxmetric {ours:.8f}")

@@ -1,0 +1,281 @@
+"""jaxmetric.mining: label masks and miners against NumPy loops, hypothesis
+properties of the miners and distances, and bad input naming the argument.
+
+Mining compares distances: the draws are kept GAP away from every decision
+boundary (see tests/harness.py), and the reference sees the distances as the
+dtype under test rounds them.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+
+import jaxmetric as jm
+from jaxmetric import mining
+from tests.harness import (
+    DTYPES,
+    PROPERTY_SETTINGS,
+    SCENARIO_IDS,
+    SCENARIOS,
+    Pairs,
+    labelled_batch,
+    plain_batch,
+    precision,
+    property_batches,
+    property_examples,
+    ref_cosine,
+    ref_mine,
+    ref_pair_masks,
+    ref_triplet_setup,
+    triplet_data,
+)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=SCENARIO_IDS)
+def test_pair_masks(scenario):
+    batch, case = scenario
+    _, labels, mask = plain_batch(batch, case)
+    pos, neg = mining.pair_masks(
+        jnp.asarray(labels), mask=None if mask is None else jnp.asarray(mask)
+    )
+    exp_pos, exp_neg = ref_pair_masks(labels, mask)
+    np.testing.assert_array_equal(np.asarray(pos), exp_pos)
+    np.testing.assert_array_equal(np.asarray(neg), exp_neg)
+
+
+@pytest.mark.parametrize("with_anchor_index", [True, False], ids=["anchor_index", "disjoint"])
+@pytest.mark.parametrize("masked", [False, True], ids=["all-valid", "masked"])
+def test_pair_masks_reference_set(with_anchor_index, masked):
+    rng = np.random.default_rng(5)
+    num_ref, b, offset = 24, 8, 8  # anchors are rows 8..15 of the reference set
+    ref_labels = rng.integers(0, 5, size=num_ref).astype(np.int32)
+    labels = ref_labels[offset : offset + b].copy()
+    ref_mask = rng.random(num_ref) > 0.3 if masked else None
+    mask = ref_mask[offset : offset + b].copy() if masked else None
+    anchor_index = np.arange(offset, offset + b, dtype=np.int32) if with_anchor_index else None
+    pos, neg = mining.pair_masks(
+        jnp.asarray(labels),
+        jnp.asarray(ref_labels),
+        anchor_index=None if anchor_index is None else jnp.asarray(anchor_index),
+        mask=None if mask is None else jnp.asarray(mask),
+        reference_mask=None if ref_mask is None else jnp.asarray(ref_mask),
+    )
+    exp_pos, exp_neg = ref_pair_masks(labels, mask, ref_labels, ref_mask, anchor_index)
+    np.testing.assert_array_equal(np.asarray(pos), exp_pos)
+    np.testing.assert_array_equal(np.asarray(neg), exp_neg)
+    # The self pairs are positives exactly when no anchor_index says who is who.
+    self_pairs = exp_pos[np.arange(b), np.arange(offset, offset + b)]
+    assert not self_pairs.any() if with_anchor_index else self_pairs.any()
+
+
+def _miner_inputs(batch, case, dtype, margin=0.3):
+    """Distances (as the dtype will round them) and reference pair masks."""
+    x, labels, mask = triplet_data(batch, case, "euclidean", True, margin)
+    d, pos, neg = ref_triplet_setup(x, labels, mask, "euclidean", True)
+    d = d.astype(dtype).astype(np.float64)  # the reference sees the same numbers
+    return d, pos, neg
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=SCENARIO_IDS)
+def test_triplet_masks(scenario, dtype):
+    batch, case = scenario
+    margin = 0.3
+    d, pos, neg = _miner_inputs(batch, case, dtype, margin)
+    with precision(dtype):
+        dj, pj, nj = jnp.asarray(d.astype(dtype)), jnp.asarray(pos), jnp.asarray(neg)
+        got = {
+            "all": np.asarray(mining.triplet_mask(pj, nj)),
+            "hard": np.asarray(mining.hard_triplet_mask(dj, pj, nj)),
+            "semi_hard": np.asarray(mining.semi_hard_triplet_mask(dj, pj, nj, margin=margin)),
+        }
+    for name, mined in got.items():
+        expected = np.zeros((batch, batch, batch), bool)
+        for a, p, n in ref_mine(d, pos, neg, name, margin):
+            expected[a, p, n] = True
+        assert mined.shape == expected.shape
+        np.testing.assert_array_equal(mined, expected, err_msg=name)
+    if case == "mixed" and batch == 32:  # the comparison is not vacuous
+        assert got["hard"].any() and got["semi_hard"].any()
+        assert (got["all"] & ~got["hard"] & ~got["semi_hard"]).any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=SCENARIO_IDS)
+def test_batch_hard_miner(scenario, dtype):
+    batch, case = scenario
+    d, pos, neg = _miner_inputs(batch, case, dtype)
+    with precision(dtype):
+        pos_index, neg_index, valid = mining.batch_hard(
+            jnp.asarray(d.astype(dtype)), jnp.asarray(pos), jnp.asarray(neg)
+        )
+    pos_index, neg_index, valid = map(np.asarray, (pos_index, neg_index, valid))
+    assert pos_index.shape == neg_index.shape == valid.shape == (batch,)
+    expected_valid = np.zeros(batch, bool)
+    for a, p, n in ref_mine(d, pos, neg, "batch_hard", 0.0):
+        expected_valid[a] = True
+        assert (pos_index[a], neg_index[a]) == (p, n), f"anchor {a}"
+    np.testing.assert_array_equal(valid, expected_valid)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=SCENARIO_IDS)
+def test_facenet_semi_hard_miner(scenario, dtype):
+    batch, case = scenario
+    d, pos, neg = _miner_inputs(batch, case, dtype)
+    with precision(dtype):
+        neg_index, valid = mining.facenet_semi_hard(
+            jnp.asarray(d.astype(dtype)), jnp.asarray(pos), jnp.asarray(neg)
+        )
+    neg_index, valid = np.asarray(neg_index), np.asarray(valid)
+    assert neg_index.shape == valid.shape == (batch, batch)
+    expected_valid = np.zeros((batch, batch), bool)
+    used_fallback = False
+    for a, p, n in ref_mine(d, pos, neg, "facenet_semi_hard", 0.0):
+        expected_valid[a, p] = True
+        assert neg_index[a, p] == n, f"pair ({a}, {p})"
+        used_fallback |= d[a, n] < d[a, p]
+    np.testing.assert_array_equal(valid, expected_valid)
+    if case == "mixed" and batch == 32:  # both branches of the rule are exercised
+        assert used_fallback and expected_valid.any()
+
+
+def test_multi_similarity_mask_matches_loop():
+    x, labels, mask = labelled_batch("masked")
+    b = len(labels)
+    sim = np.array([[ref_cosine(u, v) for v in x] for u in x])
+    pos, neg = mining.pair_masks(jnp.asarray(labels), mask=jnp.asarray(mask))
+    mined_pos, mined_neg = mining.multi_similarity_mask(
+        jnp.asarray(sim, jnp.float32), pos, neg, epsilon=0.1
+    )
+    for i, p_list, n_list in Pairs(x, labels, mask).anchors():
+        hardest_neg = max((sim[i, n] for n in n_list), default=-np.inf)
+        hardest_pos = min((sim[i, p] for p in p_list), default=np.inf)
+        for j in range(b):
+            assert bool(mined_pos[i, j]) == (j in p_list and sim[i, j] - 0.1 < hardest_neg)
+            assert bool(mined_neg[i, j]) == (j in n_list and sim[i, j] + 0.1 > hardest_pos)
+    assert np.asarray(mined_pos).any() and np.asarray(mined_neg).any()
+    # Mining selects strictly fewer pairs than there are here.
+    assert np.asarray(mined_neg).sum() < np.asarray(neg).sum()
+
+
+# ----------------------------------------------------------------------------
+# Hypothesis: the miners and distances on random batches (see tests/harness.py).
+# ----------------------------------------------------------------------------
+
+
+@functools.cache
+def _miners():
+    def one(e, y, m):
+        out = {}
+        for metric in jm.distances.DISTANCE_METRICS:
+            dist, vjp = jax.vjp(lambda e, metric=metric: jm.pairwise_distances(e, metric=metric), e)
+            out[f"dist_{metric}"] = dist
+            out[f"dist_grad_{metric}"] = vjp(jnp.ones_like(dist))[0]
+        sim, vjp = jax.vjp(lambda e: jm.pairwise_similarities(e, metric="cosine"), e)
+        out["sim_grad"] = vjp(jnp.ones_like(sim))[0]
+        dist = out["dist_euclidean"]
+        pos, neg = mining.pair_masks(y, mask=m)
+        out.update(pos=pos, neg=neg, sim=sim, dist=dist)
+        out["all"] = mining.triplet_mask(pos, neg)
+        out["hard"] = mining.hard_triplet_mask(dist, pos, neg)
+        out["semi"] = mining.semi_hard_triplet_mask(dist, pos, neg, margin=0.2)
+        out["bh_pos"], out["bh_neg"], out["bh_valid"] = mining.batch_hard(dist, pos, neg)
+        out["fn_neg"], out["fn_valid"] = mining.facenet_semi_hard(dist, pos, neg)
+        out["ms_pos"], out["ms_neg"] = mining.multi_similarity_mask(sim, pos, neg)
+        return out
+
+    return jax.jit(lambda batches: [one(e, y, m) for e, y, m, _, _ in batches])
+
+
+@PROPERTY_SETTINGS
+@given(example=property_examples())
+def test_miner_properties(example):
+    batches = property_batches(example)
+    for (_, y, m, _, _), o in zip(batches, jax.device_get(_miners()(batches)), strict=True):
+        _check_miners(y, m, o)
+
+
+def _check_miners(y, m, o):
+    b = len(y)
+    for key, value in o.items():
+        if np.issubdtype(np.asarray(value).dtype, np.floating):
+            assert np.isfinite(value).all(), key
+    for metric in jm.distances.DISTANCE_METRICS:
+        dist = o[f"dist_{metric}"]
+        assert (dist >= 0).all() and not np.diag(dist).any(), metric
+    pos, neg, dist = o["pos"], o["neg"], o["dist"]
+    valid = m[:, None] & m[None, :]
+    same = y[:, None] == y[None, :]
+    np.testing.assert_array_equal(pos, same & valid & ~np.eye(b, dtype=bool))
+    np.testing.assert_array_equal(neg, ~same & valid)
+    triplets = pos[:, :, None] & neg[:, None, :]
+    np.testing.assert_array_equal(o["all"], triplets)
+    assert not (o["hard"] & ~triplets).any() and not (o["semi"] & ~triplets).any()
+    assert not (o["hard"] & o["semi"]).any()  # d(a,n) < d(a,p) vs d(a,n) > d(a,p)
+    has_both = pos.any(1) & neg.any(1)
+    np.testing.assert_array_equal(o["bh_valid"], has_both)
+    rows = np.flatnonzero(has_both)
+    p, n = o["bh_pos"][rows], o["bh_neg"][rows]
+    assert pos[rows, p].all() and neg[rows, n].all()
+    np.testing.assert_array_equal(dist[rows, p], np.where(pos, dist, -np.inf)[rows].max(1))
+    np.testing.assert_array_equal(dist[rows, n], np.where(neg, dist, np.inf)[rows].min(1))
+    np.testing.assert_array_equal(o["fn_valid"], pos & neg.any(1, keepdims=True))
+    a, q = np.nonzero(o["fn_valid"])
+    assert neg[a, o["fn_neg"][a, q]].all()
+    assert not (o["ms_pos"] & ~pos).any() and not (o["ms_neg"] & ~neg).any()
+    assert 0 <= o["bh_pos"].min() and o["bh_pos"].max() < b
+
+
+# ----------------------------------------------------------------------------
+# Bad input: a ValueError (or TypeError) at trace time naming the argument.
+# ----------------------------------------------------------------------------
+
+LABELS = jnp.array([0, 0, 1, 1, 2, 2])
+EMB = jnp.ones((6, 4))
+DIST = jnp.ones((6, 6))
+POS, NEG = mining.pair_masks(LABELS)
+# (call, the argument the message must name in backticks)
+NAMED_ARGUMENT_CASES = [
+    (lambda: mining.pair_masks(LABELS[:, None]), "labels"),
+    (lambda: mining.pair_masks(LABELS.astype(jnp.float32)), "labels"),
+    (lambda: mining.pair_masks(LABELS, LABELS[:, None]), "reference_labels"),
+    (lambda: mining.pair_masks(LABELS, mask=jnp.ones(5, bool)), "mask"),
+    (
+        lambda: mining.pair_masks(LABELS, LABELS[:4], reference_mask=jnp.ones(6, bool)),
+        "reference_mask",
+    ),
+    (lambda: mining.batch_hard(jnp.ones(6), POS, NEG), "dist"),
+    (lambda: mining.batch_hard(DIST, POS[:, :5], NEG), "positive_mask"),
+    (lambda: mining.batch_hard(DIST, POS, NEG[:5]), "negative_mask"),
+    (lambda: mining.hard_triplet_mask(DIST[:, :5], POS, NEG), "positive_mask"),
+    (lambda: mining.semi_hard_triplet_mask(DIST, POS, NEG, margin=-0.1), "margin"),
+    (lambda: mining.semi_hard_triplet_mask(DIST, POS[0], NEG, margin=0.1), "positive_mask"),
+    (lambda: mining.facenet_semi_hard(DIST, POS, NEG[:, :2]), "negative_mask"),
+    (lambda: mining.multi_similarity_mask(DIST, POS, NEG, epsilon=-1.0), "epsilon"),
+    (lambda: mining.multi_similarity_mask(jnp.ones(6), POS, NEG), "sim"),
+    (lambda: mining.triplet_mask(POS, NEG[:5]), "negative_mask"),
+]
+
+
+@pytest.mark.parametrize(
+    "call, argument",
+    [
+        pytest.param(call, argument, id=f"mining-{i}-{argument}")
+        for i, (call, argument) in enumerate(NAMED_ARGUMENT_CASES)
+    ],
+)
+def test_rejects_bad_input_naming_the_argument(call, argument):
+    with pytest.raises((ValueError, TypeError), match=f"`{argument}`"):
+        call()
+
+
+def test_multi_similarity_mask_rejects_a_negative_epsilon():
+    with pytest.raises(ValueError, match="`epsilon` must be >= 0"):
+        mining.multi_similarity_mask(EMB, EMB > 0, EMB > 0, epsilon=-1.0)

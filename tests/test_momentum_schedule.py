@@ -1,0 +1,18 @@
+"""The BYOL momentum schedule of the trainer (moved from tests/test_ssl_losses.py;
+it belongs with the train tests)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+
+def test_momentum_schedule_is_byols_cosine():
+    # tau_k = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2 (Grill et al. 2020, 3.2).
+    from jaxmetric.train.steps import momentum_schedule
+
+    steps = jnp.asarray([0, 25, 50, 100, 150], jnp.int32)
+    got = np.asarray(momentum_schedule(0.99, 1.0, steps, 100))
+    want = 1 - 0.01 * (np.cos(np.pi * np.minimum(np.asarray(steps), 100) / 100) + 1) / 2
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-7)
+    assert got[0] == np.float32(0.99) and got[-1] == 1.0
