@@ -11,7 +11,9 @@ import jax.numpy as jnp
 
 from jaxmetric import _checks, parallel
 from jaxmetric.distances import l2_normalize
-from jaxmetric.losses import _blockwise, _common
+from jaxmetric.losses import _common
+from jaxmetric.losses._tiled_ntxent import tiled_ntxent
+from jaxmetric.losses._tiling import Rows
 
 
 def moco_loss(
@@ -94,18 +96,19 @@ def moco_loss(
         if not isinstance(block_size, int) or block_size <= 0:
             raise ValueError(f"`block_size` must be a positive int or None, got {block_size!r}.")
         # Queries get label 0 and the queue label 1: every filled slot is a negative.
-        query_meta = (jnp.zeros(batch, jnp.int32), mask, jnp.full(batch, -1, jnp.int32))
-        queue_meta = (
-            jnp.ones(queue.shape[0], jnp.int32),
-            queue_mask,
-            jnp.arange(queue.shape[0], dtype=jnp.int32),
-        )
-        # The queue gets no gradient: skip its GEMM (cand_grad=False).
-        total, count = _blockwise.fused_ntxent(
-            queries, queue, keys, query_meta, queue_meta, temperature, block_size, False
-        )
-        return parallel.safe_divide(
-            parallel.global_sum(total, axis_name), parallel.global_sum(count, axis_name)
+        return tiled_ntxent(
+            Rows(queries, jnp.zeros(batch, jnp.int32), mask, jnp.full(batch, -1, jnp.int32)),
+            Rows(
+                queue,
+                jnp.ones(queue.shape[0], jnp.int32),
+                queue_mask,
+                jnp.arange(queue.shape[0], dtype=jnp.int32),
+            ),
+            temperature=temperature,
+            block_size=block_size,
+            partner=keys,
+            axis_name=axis_name,
+            candidate_grad=False,  # The queue gets no gradient: skip its GEMM.
         )
     negatives = queries @ queue.T / temperature  # [B, K]
     logits = jnp.concatenate([positive[:, None], negatives], axis=1)

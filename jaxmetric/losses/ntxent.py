@@ -7,7 +7,9 @@ import jax.numpy as jnp
 
 from jaxmetric import _checks, parallel
 from jaxmetric.distances import l2_normalize
-from jaxmetric.losses import _blockwise, _common
+from jaxmetric.losses import _common
+from jaxmetric.losses._tiled_ntxent import takes_symmetric_tiles, tiled_ntxent
+from jaxmetric.losses._tiling import Rows
 
 
 def check(*, temperature: float, block_size: int | None) -> None:
@@ -34,18 +36,16 @@ def value(
     """The mean of ``terms``; with ``block_size``, from row slabs (same value and gradient)."""
     if block_size is None:
         return _common.mean_over_valid(*terms(batch, temperature=temperature), axis_name)
-    meta = (batch.labels, batch.mask, batch.anchor_index)
+    anchors = Rows(batch.anchors, batch.labels, batch.mask, batch.anchor_index)
     num_candidates = batch.candidates.shape[0]
-    cand_meta = (
+    candidates = Rows(
+        batch.candidates,
         batch.candidate_labels,
         batch.candidate_mask,
         jnp.arange(num_candidates, dtype=jnp.int32),
     )
-    total, count = _blockwise.fused_ntxent(
-        batch.anchors, batch.candidates, None, meta, cand_meta, temperature, block_size, True
-    )
-    return parallel.safe_divide(
-        parallel.global_sum(total, axis_name), parallel.global_sum(count, axis_name)
+    return tiled_ntxent(
+        anchors, candidates, temperature=temperature, block_size=block_size, axis_name=axis_name
     )
 
 
@@ -119,20 +119,29 @@ def ntxent_loss(
     batch = _common.labelled_batch(
         embeddings, labels, mask, axis_name, normalize=True, gather=False
     )
-    x = batch.anchors
-    meta = (batch.labels, batch.mask, batch.anchor_index)
-    tiling = (temperature, block_size or x.shape[0], axis_name, ring)
-    lse = _blockwise.negative_lse(x, x, meta, meta, *tiling)
-    total, count = _blockwise.positive_terms(x, x, lse, meta, meta, *tiling)
-    total, count = jnp.sum(total), jnp.sum(count)
-    return parallel.safe_divide(
-        parallel.global_sum(total, axis_name), parallel.global_sum(count, axis_name)
+    return tiled_ntxent(
+        Rows(batch.anchors, batch.labels, batch.mask, batch.anchor_index),
+        temperature=temperature,
+        block_size=block_size or batch.anchors.shape[0],
+        axis_name=axis_name,
+        ring=True,
     )
 
 
 # ``ring`` is not a hyper-parameter of the spec: it changes where the
 # candidates live, which the spec's batch (gathered candidates) fixes.
 SPEC = _common.LabelLoss(ntxent_loss, check=check, terms=terms, value=value)
+
+
+def _gathered_views(z1, z2, pair_id, mask, axis_name) -> Rows:
+    """Both views of every device's pairs: the first views, then the second."""
+    ids, pair_mask = parallel.gather(pair_id, axis_name), parallel.gather(mask, axis_name)
+    return Rows(
+        emb=jnp.concatenate([parallel.gather(z1, axis_name), parallel.gather(z2, axis_name)]),
+        labels=jnp.concatenate([ids, ids]),
+        mask=jnp.concatenate([pair_mask, pair_mask]),
+        index=jnp.arange(2 * ids.shape[0], dtype=jnp.int32),
+    )
 
 
 def simclr_loss(
@@ -204,58 +213,38 @@ def simclr_loss(
     z1, z2 = l2_normalize(z1), l2_normalize(z2)
     pair_id = parallel.anchor_index(num_pairs, axis_name)
     global_pairs = num_pairs * parallel.axis_size(axis_name)
-    anchors = jnp.concatenate([z1, z2])
     # The label of a view is its pair: the other view is the only positive.
-    meta = (
-        jnp.concatenate([pair_id, pair_id]),
-        jnp.concatenate([mask, mask]),
-        jnp.concatenate([pair_id, pair_id + global_pairs]),
+    views = Rows(
+        emb=jnp.concatenate([z1, z2]),
+        labels=jnp.concatenate([pair_id, pair_id]),
+        mask=jnp.concatenate([mask, mask]),
+        index=jnp.concatenate([pair_id, pair_id + global_pairs]),
     )
     if block_size is None and not ring:
-        gathered_ids = parallel.gather(pair_id, axis_name)
-        gathered_mask = parallel.gather(mask, axis_name)
+        candidates = _gathered_views(z1, z2, pair_id, mask, axis_name)
         batch = _common.Batch(
-            anchors=anchors,
-            labels=meta[0],
-            mask=meta[1],
-            candidates=jnp.concatenate(
-                [parallel.gather(z1, axis_name), parallel.gather(z2, axis_name)]
-            ),
-            candidate_labels=jnp.concatenate([gathered_ids, gathered_ids]),
-            candidate_mask=jnp.concatenate([gathered_mask, gathered_mask]),
-            anchor_index=meta[2],
+            anchors=views.emb,
+            labels=views.labels,
+            mask=views.mask,
+            candidates=candidates.emb,
+            candidate_labels=candidates.labels,
+            candidate_mask=candidates.mask,
+            anchor_index=views.index,
         )
         return value(batch, axis_name, temperature=temperature, block_size=None)
 
-    block = block_size or anchors.shape[0]
     # Each view's positive is the other view of its pair, which is local.
     partner = jnp.concatenate([z2, z1])
-    if not ring and axis_name is None and _blockwise.symmetric_applies(temperature):
-        # One device: the views are their own candidates, S is symmetric.
-        total, count = _blockwise.symmetric_ntxent(
-            anchors, partner, meta[0], meta[1], temperature, block
-        )
-        return parallel.safe_divide(total, count)
-    if ring:
-        cands, cand_meta = anchors, meta
-    else:
-        ids, pair_mask = parallel.gather(pair_id, axis_name), parallel.gather(mask, axis_name)
-        cands = jnp.concatenate([parallel.gather(z1, axis_name), parallel.gather(z2, axis_name)])
-        cand_meta = (
-            jnp.concatenate([ids, ids]),
-            jnp.concatenate([pair_mask, pair_mask]),
-            jnp.arange(2 * global_pairs, dtype=jnp.int32),
-        )
-    if not ring:
-        total, count = _blockwise.fused_ntxent(
-            anchors, cands, partner, meta, cand_meta, temperature, block, True
-        )
-        return parallel.safe_divide(
-            parallel.global_sum(total, axis_name), parallel.global_sum(count, axis_name)
-        )
-    lse = _blockwise.negative_lse(
-        anchors, cands, meta, cand_meta, temperature, block, axis_name, ring
+    # A ring, or the symmetric tiles: the views are their own candidates.
+    candidates = None
+    if not ring and not takes_symmetric_tiles(temperature, axis_name=axis_name, ring=ring):
+        candidates = _gathered_views(z1, z2, pair_id, mask, axis_name)
+    return tiled_ntxent(
+        views,
+        candidates,
+        temperature=temperature,
+        block_size=block_size or views.emb.shape[0],
+        partner=partner,
+        axis_name=axis_name,
+        ring=ring,
     )
-    positive = jnp.sum(anchors * partner, axis=1) / temperature
-    terms = jax.nn.softplus(lse - positive)
-    return parallel.reduce_losses(terms, meta[1], "mean", axis_name)

@@ -152,9 +152,9 @@ def test_moco_blockwise_queue_equals_dense(block_size):
 def test_simclr_symmetric_and_slab_tiles_equal_dense(temperature, block_size):
     # T >= 1/30 takes the symmetric tiles (upper triangle only, shared shift
     # 1/T); T = 0.02 falls back to the row slabs, whose shift is per row.
-    from jaxmetric.losses import _blockwise
+    from jaxmetric.losses import _symmetric_tiles
 
-    assert _blockwise.symmetric_applies(temperature) == (temperature >= 1 / 30)
+    assert _symmetric_tiles.symmetric_applies(temperature) == (temperature >= 1 / 30)
     z1, z2, labels, mask = _views(num_pairs=37, dim=16, seed=3, masked=True)
 
     def loss(a, b, **kwargs):
