@@ -11,6 +11,7 @@ from jaxmetric.losses import _common
 
 
 def check(*, alpha: float) -> None:
+    """Checks the hyper-parameters: The angle bound alpha lies in (0, 90) degrees."""
     if not 0 < alpha < 90:
         raise ValueError(f"`alpha` must be in (0, 90) degrees, got {alpha!r}.")
 

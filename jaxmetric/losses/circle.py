@@ -10,6 +10,7 @@ from jaxmetric.losses import _common
 
 
 def check(*, m: float, gamma: float) -> None:
+    """Checks the hyper-parameters: m >= 0, gamma > 0."""
     _checks.check_non_negative(m, "m")
     _checks.check_positive(gamma, "gamma")
 

@@ -13,6 +13,7 @@ from jaxmetric.losses import _common
 def check(
     *, pos_margin: float, neg_margin: float, metric: str, normalize: bool, reduction: str
 ) -> None:
+    """Checks the hyper-parameters: Margins >= 0, a known metric and reduction."""
     del normalize
     _checks.check_non_negative(pos_margin, "pos_margin")
     _checks.check_non_negative(neg_margin, "neg_margin")

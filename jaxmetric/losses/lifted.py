@@ -11,6 +11,7 @@ from jaxmetric.losses import _common
 
 
 def check(*, pos_margin: float, neg_margin: float) -> None:
+    """Checks the hyper-parameters: Margins >= 0."""
     _checks.check_non_negative(pos_margin, "pos_margin")
     _checks.check_non_negative(neg_margin, "neg_margin")
 

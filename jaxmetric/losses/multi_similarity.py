@@ -9,6 +9,7 @@ from jaxmetric.losses import _common
 
 
 def check(*, alpha: float, beta: float, base: float, epsilon: float | None) -> None:
+    """Checks the hyper-parameters: alpha, beta > 0; epsilon >= 0 or None."""
     del base  # Any similarity margin is allowed.
     _checks.check_positive(alpha, "alpha")
     _checks.check_positive(beta, "beta")

@@ -13,6 +13,7 @@ from jaxmetric.losses._tiling import Rows
 
 
 def check(*, temperature: float, block_size: int | None) -> None:
+    """Checks the hyper-parameters: T > 0; block_size a positive int or None."""
     _checks.check_positive(temperature, "temperature")
     if block_size is not None and (not isinstance(block_size, int) or block_size <= 0):
         raise ValueError(f"`block_size` must be a positive int or None, got {block_size!r}.")

@@ -10,6 +10,7 @@ from jaxmetric.losses import _common
 
 
 def check(*, temperature: float) -> None:
+    """Checks the hyper-parameters: T > 0."""
     _checks.check_positive(temperature, "temperature")
 
 

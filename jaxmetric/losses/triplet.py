@@ -16,6 +16,7 @@ from jaxmetric.losses import _common
 def check(
     *, margin: float, metric: str, normalize: bool, mining: str, soft: bool, reduction: str
 ) -> None:
+    """Checks the hyper-parameters: margin >= 0, a known metric, mining and reduction."""
     del normalize, soft
     _checks.check_non_negative(margin, "margin")
     _checks.check_choice(metric, DISTANCE_METRICS, "metric")
@@ -65,6 +66,7 @@ def terms(
 def reduce(
     losses: jax.Array, valid: jax.Array, axis_name: str | None, *, reduction: str, **_
 ) -> jax.Array:
+    """The mined terms reduced by ``reduction`` over the global batch."""
     return parallel.reduce_losses(losses, valid, reduction, axis_name)
 
 
