@@ -22,10 +22,10 @@ def get_config():
     c.model.embed_dim = 128
     c.model.dtype = "bfloat16"
     c.augment.kind = "simclr_image"
-    c.augment.size = 32
-    c.augment.crop_scale = (0.2, 1.0)
-    c.augment.jitter_strength = 0.5
-    c.augment.blur_prob = 0.0
+    c.augment.simclr_image.size = 32
+    c.augment.simclr_image.crop_scale = (0.2, 1.0)
+    c.augment.simclr_image.jitter_strength = 0.5
+    c.augment.simclr_image.blur_prob = 0.0
     c.moco.queue_size = 4096
     c.moco.momentum = 0.99
     c.moco.temperature = 0.2

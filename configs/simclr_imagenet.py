@@ -31,9 +31,9 @@ def get_config():
     c.model.embed_dim = 128
     c.model.dtype = "bfloat16"
     c.augment.kind = "simclr_image"
-    c.augment.size = 224
-    c.augment.jitter_strength = 1.0
-    c.augment.blur_prob = 0.5
+    c.augment.simclr_image.size = 224
+    c.augment.simclr_image.jitter_strength = 1.0
+    c.augment.simclr_image.blur_prob = 0.5
     c.simclr.temperature = 0.1
     c.batch_size = 4096
     steps_per_epoch = EPOCH // c.batch_size

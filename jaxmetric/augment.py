@@ -254,27 +254,31 @@ def simclr_image_view(
 
 
 def augment_config() -> ml_collections.ConfigDict:
-    """Default ``config.augment`` fields."""
+    """Default ``config.augment`` fields: ``kind`` and one block per kind of
+    view, named after it (``augment.mnist1d``, ``augment.simclr_image``);
+    only the block of ``kind`` is read."""
     return ml_collections.ConfigDict(
         {
             "kind": "mnist1d",
-            # mnist1d
-            "max_shift": 10,
-            "slope": 1.0,
-            "offset": 0.0,
-            "noise": 0.0,
-            "scale": 0.0,
-            "slope_std": 0.0,
-            "offset_std": 0.0,
-            "stretch": 0.0,
-            # simclr_image
-            "size": 32,
-            "crop_scale": (0.08, 1.0),
-            "flip": True,
-            "jitter_strength": 0.5,
-            "jitter_prob": 0.8,
-            "grayscale_prob": 0.2,
-            "blur_prob": 0.0,
+            "mnist1d": {
+                "max_shift": 10,
+                "slope": 1.0,
+                "offset": 0.0,
+                "noise": 0.0,
+                "scale": 0.0,
+                "slope_std": 0.0,
+                "offset_std": 0.0,
+                "stretch": 0.0,
+            },
+            "simclr_image": {
+                "size": 32,
+                "crop_scale": (0.08, 1.0),
+                "flip": True,
+                "jitter_strength": 0.5,
+                "jitter_prob": 0.8,
+                "grayscale_prob": 0.2,
+                "blur_prob": 0.0,
+            },
         }
     )
 
@@ -284,48 +288,32 @@ def check_augment_config(cfg: ml_collections.ConfigDict) -> None:
     if cfg.kind not in KINDS:
         raise ValueError(f"`augment.kind` must be one of {KINDS}, got {cfg.kind!r}.")
     if cfg.kind == "mnist1d":
-        non_negative = ("max_shift", "slope", "offset", "noise", "scale")
-        for name in (*non_negative, "slope_std", "offset_std", "stretch"):
-            if cfg[name] < 0:
-                raise ValueError(f"`augment.{name}` must be >= 0, got {cfg[name]!r}.")
+        p = cfg.mnist1d
+        for name in p:
+            if p[name] < 0:
+                raise ValueError(f"`augment.mnist1d.{name}` must be >= 0, got {p[name]!r}.")
     if cfg.kind == "simclr_image":
-        lo, hi = cfg.crop_scale
+        p = cfg.simclr_image
+        lo, hi = p.crop_scale
         if not 0 < lo <= hi <= 1:
             raise ValueError(
-                f"`augment.crop_scale` must satisfy 0 < lo <= hi <= 1, got {cfg.crop_scale!r}."
+                "`augment.simclr_image.crop_scale` must satisfy 0 < lo <= hi <= 1, "
+                f"got {p.crop_scale!r}."
             )
         for name in ("jitter_prob", "grayscale_prob", "blur_prob"):
-            if not 0.0 <= cfg[name] <= 1.0:
-                raise ValueError(f"`augment.{name}` must be in [0, 1], got {cfg[name]!r}.")
+            if not 0.0 <= p[name] <= 1.0:
+                raise ValueError(
+                    f"`augment.simclr_image.{name}` must be in [0, 1], got {p[name]!r}."
+                )
 
 
 def view(cfg: ml_collections.ConfigDict, key: jax.Array, x: jax.Array) -> jax.Array:
     """One view of one example under ``config.augment``."""
     if cfg.kind == "mnist1d":
-        return mnist1d_view(
-            key,
-            x,
-            max_shift=cfg.max_shift,
-            slope=cfg.slope,
-            offset=cfg.offset,
-            noise=cfg.noise,
-            scale=cfg.scale,
-            slope_std=cfg.slope_std,
-            offset_std=cfg.offset_std,
-            stretch=cfg.stretch,
-        )
+        return mnist1d_view(key, x, **cfg.mnist1d.to_dict())
     if cfg.kind == "simclr_image":
-        return simclr_image_view(
-            key,
-            x,
-            size=cfg.size,
-            crop_scale=tuple(cfg.crop_scale),
-            flip=cfg.flip,
-            jitter_strength=cfg.jitter_strength,
-            jitter_prob=cfg.jitter_prob,
-            grayscale_prob=cfg.grayscale_prob,
-            blur_prob=cfg.blur_prob,
-        )
+        p = cfg.simclr_image.to_dict()
+        return simclr_image_view(key, x, **{**p, "crop_scale": tuple(p["crop_scale"])})
     return preprocess(cfg, x)
 
 
@@ -334,10 +322,11 @@ def preprocess(cfg: ml_collections.ConfigDict, x: jax.Array) -> jax.Array:
     if x.dtype == jnp.uint8:
         x = x.astype(jnp.float32) / 255.0
     if cfg.kind == "simclr_image":
+        size = cfg.simclr_image.size
         if x.ndim == 2:
             x = x[..., None]
-        if x.shape[0] != cfg.size:
-            x = jax.image.resize(x, (cfg.size, cfg.size, x.shape[-1]), "linear")
+        if x.shape[0] != size:
+            x = jax.image.resize(x, (size, size, x.shape[-1]), "linear")
     return x.astype(jnp.float32)
 
 

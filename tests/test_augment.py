@@ -136,8 +136,8 @@ def test_color_jitter_zero_strength_is_identity_and_grayscale_weights():
 def test_batch_views_are_per_example_and_in_range():
     cfg = augment.augment_config()
     cfg.kind = "simclr_image"
-    cfg.size = 16
-    cfg.blur_prob = 0.5
+    cfg.simclr_image.size = 16
+    cfg.simclr_image.blur_prob = 0.5
     imgs = jax.random.randint(jax.random.key(0), (6, 20, 20, 3), 0, 256).astype(jnp.uint8)
     keys = jax.random.split(jax.random.key(1), 6)
     views = jax.jit(lambda k, x: augment.batch_views(cfg, k, x))(keys, imgs)
@@ -153,3 +153,23 @@ def test_bad_augment_config_names_the_field():
     cfg.kind = "mixup"
     with pytest.raises(ValueError, match="augment.kind"):
         augment.check_augment_config(cfg)
+
+
+@pytest.mark.parametrize(
+    "kind,field,value",
+    [
+        ("mnist1d", "noise", -0.1),
+        ("mnist1d", "max_shift", -1),
+        ("simclr_image", "crop_scale", (0.5, 0.2)),
+        ("simclr_image", "blur_prob", 1.5),
+    ],
+)
+def test_bad_field_of_the_kinds_block_names_it(kind, field, value):
+    cfg = augment.augment_config()
+    cfg.kind = kind
+    cfg[kind][field] = value
+    with pytest.raises(ValueError, match=f"`augment.{kind}.{field}`"):
+        augment.check_augment_config(cfg)
+    # Only the block of `kind` is read: the other kind's bad field passes.
+    cfg.kind = "simclr_image" if kind == "mnist1d" else "mnist1d"
+    augment.check_augment_config(cfg)

@@ -62,7 +62,7 @@ def test_recipe_builds_and_runs_one_step(name):
     config.supervised.samples_per_class = 4
     config.moco.queue_size = 64
     if config.augment.kind == "simclr_image":
-        config.augment.size = shape[0]
+        config.augment.simclr_image.size = shape[0]
     config.model.dtype = "float32"
     validate_config(config, num_devices=8)
     tx, schedule = make_optimizer(config.optimizer, config.batch_size, config.num_steps)

@@ -152,11 +152,9 @@ def check_model_config(cfg: ml_collections.ConfigDict) -> None:
         raise ValueError(f"`model.stem` must be 'cifar' or 'imagenet', got {cfg.stem!r}.")
     if cfg.head != "none" and cfg.embed_dim <= 0:
         raise ValueError(f"`model.embed_dim` must be > 0, got {cfg.embed_dim!r}.")
-    # .get: model configs written before the predictor existed have no such field.
-    predictor = cfg.get("predictor", "none")
-    if predictor not in PREDICTORS:
-        raise ValueError(f"`model.predictor` must be one of {PREDICTORS}, got {predictor!r}.")
-    if predictor != "none" and cfg.predictor_hidden <= 0:
+    if cfg.predictor not in PREDICTORS:
+        raise ValueError(f"`model.predictor` must be one of {PREDICTORS}, got {cfg.predictor!r}.")
+    if cfg.predictor != "none" and cfg.predictor_hidden <= 0:
         raise ValueError(f"`model.predictor_hidden` must be > 0, got {cfg.predictor_hidden!r}.")
 
 
@@ -195,7 +193,7 @@ def build_model(
             num_layers=cfg.head_layers,
             init=cfg.init,
             use_bn=cfg.head_bn,
-            final_bn=cfg.get("head_final_bn", False),
+            final_bn=cfg.head_final_bn,
             axis_name=axis_name,
             dtype=dtype,
             rngs=rngs,
@@ -215,7 +213,7 @@ def build_model(
     else:
         head = None
     predictor = None
-    if cfg.get("predictor", "none") == "mlp":
+    if cfg.predictor == "mlp":
         dim = feats if head is None else cfg.embed_dim
         predictor = predictor_head(
             dim,

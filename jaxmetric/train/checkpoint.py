@@ -170,7 +170,7 @@ class Checkpointer:
         ``config.allow_config_change``."""
         step = self.manager.latest_step() if step is None else step
         diffs = config_differences(self.saved_config(step), config_to_dict(config))
-        if diffs and not config.get("allow_config_change", False):
+        if diffs and not config.allow_config_change:
             raise ConfigMismatchError(
                 f"The checkpoint of step {step} in {self.directory} was written by another "
                 "config: " + "; ".join(diffs) + ". Use a new --workdir, or pass "

@@ -38,7 +38,7 @@ def _config():
     c.model.head_bn = True
     c.model.head_hidden = 16
     c.model.embed_dim = 8
-    c.augment.noise = 0.05
+    c.augment.mnist1d.noise = 0.05
     c.optimizer.name = "adam"
     c.optimizer.learning_rate = 1e-2
     return c

@@ -30,7 +30,7 @@ def _config(method: str):
     c.model.embed_dim = 8
     c.moco.queue_size = 2 * BATCH
     c.nnclr.queue_size = 2 * BATCH
-    c.augment.noise = 0.05
+    c.augment.mnist1d.noise = 0.05
     if method == "simclr":
         c.optimizer.name = "lars"
         c.optimizer.learning_rate = 0.5
