@@ -359,6 +359,15 @@ CASES: tuple[Case, ...] = (
         grad_first=False,  # the support neighbour of z1 carries no gradient
         grad_second=True,
     ),
+    Case(
+        "nnclr_t0.2",
+        "nnclr_loss",
+        QUEUE,
+        {"temperature": 0.2},  # every support row valid
+        _SR,
+        grad_first=False,
+        grad_second=True,
+    ),
     # --- non-contrastive SSL and MoCo v3 -----------------------------------------------
     Case("byol", "byol_loss", TWO_VIEW),
     Case("simsiam", "simsiam_loss", TWO_VIEW, nonnegative=False),
