@@ -96,6 +96,12 @@ def value_and_grads(
     return fn(emb, second, weights, jnp.asarray(labels, jnp.int32), mask)
 
 
+def through_partner(grads):
+    """d/d emb of a loss whose second argument is partner(emb)."""
+    g_first, g_second, _ = grads
+    return g_first + 0.5 * g_second[:, ::-1]
+
+
 def assert_finite(value, grads, context=""):
     assert np.isfinite(np.asarray(value, np.float32)).all(), (context, value)
     for g in grads:
@@ -244,6 +250,8 @@ def test_everything_masked_gives_zero_loss_and_zero_gradient(case):
     emb, labels = random_batch()
     for t in temperatures(case):
         assert_zero(*value_and_grads(case, emb, labels, mask=jnp.zeros(B, bool), temperature=t), t)
+    a, b = jax.random.normal(jax.random.key(0), (2, B, D))  # independent views
+    assert_zero(*value_and_grads(case, a, labels, mask=jnp.zeros(B, bool), second=b))
     rand = jax.random.normal(jax.random.key(1), (B, D))
     for t in temperatures(case):
         assert_zero(
@@ -271,6 +279,13 @@ def test_padded_rows_are_ignored(case):
         np.testing.assert_allclose(np.asarray(got)[mask], np.asarray(want), rtol=rtol, atol=1e-6)
     np.testing.assert_allclose(
         np.asarray(grads[2]), np.asarray(compact_grads[2]), rtol=rtol, atol=1e-6
+    )
+    # The gradient reaching the embeddings along both paths (second = partner).
+    np.testing.assert_allclose(
+        np.asarray(through_partner(grads))[mask],
+        np.asarray(through_partner(compact_grads)),
+        rtol=rtol,
+        atol=1e-6,
     )
     assert float(value) != 0.0 or case.loss == "triplet_margin_loss"
 
