@@ -1,7 +1,6 @@
 """Every recipe in configs/ loads, validates, builds its model and runs one
 step at a tiny batch on CPU; bad configs fail early with the field's name."""
 
-import importlib.util
 import pathlib
 
 import jax
@@ -12,6 +11,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxmetric.train import create_train_state, make_mesh, make_train_step, validate_config
 from jaxmetric.train import trainer as trainer_module
+from jaxmetric.train.config import load_recipe
 from jaxmetric.train.optim import make_optimizer
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
@@ -24,10 +24,7 @@ SHAPES = {"mnist1d": (40,), "digits": (8, 8), "cifar10": (32, 32, 3), "imagenet2
 
 
 def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, CONFIG_DIR / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return load_recipe(CONFIG_DIR / f"{name}.py")
 
 
 def test_all_recipes_present():
@@ -123,10 +120,6 @@ def test_bad_config_fails_before_data_and_compilation(monkeypatch, tmp_path, fie
         raise AssertionError("data loaded before the config was validated")
 
     monkeypatch.setattr(trainer_module.sources, "load", no_data)
-    node = config
-    *parents, leaf = field.split(".")
-    for p in parents:
-        node = node[p]
-    node[leaf] = value
+    config.update_from_flattened_dict({field: value})
     with pytest.raises(ValueError, match=match.replace("(", r"\(")):
         trainer_module.train_and_evaluate(config, str(tmp_path))

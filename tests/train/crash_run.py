@@ -38,12 +38,7 @@ def config():
     from jaxmetric.train.config import load_recipe
 
     c = load_recipe(CONFIG)
-    for key, value in OVERRIDES.items():
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+    c.update_from_flattened_dict(OVERRIDES)
     return c
 
 

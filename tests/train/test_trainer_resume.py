@@ -5,7 +5,6 @@ another config fail with a clear message, before anything is compiled."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
 import shutil
@@ -18,6 +17,7 @@ from jaxmetric.data import sources
 from jaxmetric.train import base_config, train_and_evaluate
 from jaxmetric.train import trainer as trainer_module
 from jaxmetric.train.checkpoint import Checkpointer, CheckpointError, ConfigMismatchError
+from jaxmetric.train.config import load_recipe
 from jaxmetric.train.trainer import NonFiniteStepsError
 
 CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "moco_mnist1d.py"
@@ -25,10 +25,7 @@ STATE_FIELDS = ("params", "batch_stats", "opt_state", "target_params", "queue", 
 
 
 def _config(num_devices: int):
-    spec = importlib.util.spec_from_file_location("moco_mnist1d", CONFIG)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config()
+    c = load_recipe(CONFIG)
     c.batch_size = 32
     c.moco.queue_size = 128
     c.num_steps = 6
@@ -132,12 +129,7 @@ def _tiny(**overrides):
     c.checkpoint_every = 2
     c.num_devices = 2
     c.optimizer.learning_rate = 1e-2
-    for key, value in overrides.items():
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+    c.update_from_flattened_dict(overrides)
     return c
 
 
