@@ -192,3 +192,26 @@ def masked_logsumexp(
     nonzero = total > 0
     lse = shift + jnp.log(jnp.where(nonzero, total, 1.0))
     return jnp.squeeze(jnp.where(nonzero, lse, NEG_LARGE), axis=axis)
+
+
+def batch_infonce(
+    anchors: jax.Array,
+    keys: jax.Array,
+    mask: jax.Array,
+    temperature: float,
+    axis_name: str | None,
+) -> jax.Array:
+    """InfoNCE of each anchor against the keys of the global batch, its own
+    key the positive: the mean over valid anchors of
+    ``logsumexp_j(a_i . k_j / T) - a_i . k_i / T``, j over the valid keys of
+    every device (MoCo v3, NNCLR). ``anchors`` and ``keys`` [b, D] are
+    normalised by the caller, who also decides which carries gradient."""
+    all_keys = parallel.gather(keys, axis_name)  # [M, D]
+    all_mask = parallel.gather(mask, axis_name)  # [M]
+    logits = anchors @ all_keys.T / temperature  # [b, M]
+    # Anchor i's own key sits among the gathered ones (column anchor_index(i));
+    # its logit is computed from the local copy.
+    positive = jnp.sum(anchors * keys, axis=1) / temperature
+    where = jnp.broadcast_to(all_mask[None, :], logits.shape)
+    losses = masked_logsumexp(logits, where, axis=1) - positive
+    return parallel.reduce_losses(losses, mask, "mean", axis_name)

@@ -173,12 +173,4 @@ def mocov3_loss(
     mask = _checks.check_mask(mask, batch)
     queries = l2_normalize(queries)
     keys = jax.lax.stop_gradient(l2_normalize(keys))
-    all_keys = parallel.gather(keys, axis_name)  # [M, D]
-    all_mask = parallel.gather(mask, axis_name)  # [M]
-    logits = queries @ all_keys.T / temperature  # [b, M]
-    # Query i's own key sits among the gathered ones (column anchor_index(i));
-    # its logit is computed from the local copy.
-    positive = jnp.sum(queries * keys, axis=1) / temperature
-    where = jnp.broadcast_to(all_mask[None, :], logits.shape)
-    losses = _common.masked_logsumexp(logits, where, axis=1) - positive
-    return 2.0 * temperature * parallel.reduce_losses(losses, mask, "mean", axis_name)
+    return 2.0 * temperature * _common.batch_infonce(queries, keys, mask, temperature, axis_name)

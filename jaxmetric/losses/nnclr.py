@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, parallel
+from jaxmetric import _checks
 from jaxmetric.distances import l2_normalize
 from jaxmetric.losses import _common
 
@@ -122,13 +122,4 @@ def nnclr_loss(
     z1, z2 = _checks.check_embedding_pair(z1, z2, "z1", "z2")
     mask = _checks.check_mask(mask, z1.shape[0])
     anchors = support_nearest_neighbors(z1, support, support_mask)
-    z2 = l2_normalize(z2)
-    candidates = parallel.gather(z2, axis_name)  # [M, D]
-    candidate_mask = parallel.gather(mask, axis_name)  # [M]
-    logits = anchors @ candidates.T / temperature  # [b, M]
-    # Row i's positive sits among the candidates (column anchor_index(i));
-    # its logit is computed from the local copy.
-    positive = jnp.sum(anchors * z2, axis=1) / temperature
-    where = jnp.broadcast_to(candidate_mask[None, :], logits.shape)
-    losses = _common.masked_logsumexp(logits, where, axis=1) - positive
-    return parallel.reduce_losses(losses, mask, "mean", axis_name)
+    return _common.batch_infonce(anchors, l2_normalize(z2), mask, temperature, axis_name)
