@@ -6,7 +6,7 @@ import tempfile
 # Most of the suite's time is XLA compiling many small programs that then run
 # once or a few times. On CPU these flags cut that compile time 3-5x (eight
 # loss value-and-grads: 4.4 s -> 0.9 s), and the suite's programs run no
-# slower for it (test_properties, which runs each program 200 times: 175 s
+# slower for it (the property tests, which run each program 200 times: 175 s
 # -> 79 s of test time). No test depends on them: each compares with a
 # reference or with another run under the same flags, and the subprocesses
 # some tests start inherit them.

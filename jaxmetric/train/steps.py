@@ -19,7 +19,6 @@ from jax.sharding import PartitionSpec as P
 from jaxmetric import augment
 from jaxmetric.train import methods
 from jaxmetric.train.methods import StepFn
-from jaxmetric.train.methods.parts import momentum_schedule  # noqa: F401 - public name
 from jaxmetric.train.state import AXIS, merge_model
 
 
