@@ -8,7 +8,8 @@ axis_name=None)`` is computed in one way, by ``label_loss``:
 2. ``labelled_batch``: the input checks, and the ``Batch`` of local anchors
    and globally gathered candidates;
 3. ``terms(batch, **hyper) -> (losses, valid)``: the loss terms of the local
-   anchors and which of them count, arrays of one shape;
+   anchors and which of them count, arrays of one shape (or matching tuples
+   of them, for a loss whose parts reduce separately, as contrastive's);
 4. ``reduce(losses, valid, axis_name, **hyper)``: the scalar of the global
    batch (by default the mean over the valid terms).
 

@@ -24,11 +24,11 @@ def check(
 def terms(
     batch: _common.Batch, *, pos_margin: float, neg_margin: float, metric: str, **_
 ) -> tuple[jax.Array, jax.Array]:
-    """Pair terms [2, b, M]: the positive-pair terms, then the negative-pair terms."""
+    """Pair terms, a pair of [b, M] arrays: the positive-pair terms and the
+    negative-pair terms (kept apart: ``reduce`` reduces each on its own)."""
     dist = pairwise_distances(batch.anchors, batch.candidates, metric=metric)
     pos, neg = batch.pair_masks()
-    losses = jnp.stack([jax.nn.relu(dist - pos_margin), jax.nn.relu(neg_margin - dist)])
-    return losses, jnp.stack([pos, neg])
+    return (jax.nn.relu(dist - pos_margin), jax.nn.relu(neg_margin - dist)), (pos, neg)
 
 
 def reduce(
