@@ -692,3 +692,15 @@ def _property_batch(example, b: int, d: int):
 def property_batches(example):
     """One batch (embeddings, labels, mask, weights, extras) per shape in ``BUCKETS``."""
     return tuple(_property_batch(example, b, d) for b, d in BUCKETS)
+
+
+def assert_matches_label_reference(fn, reference, hyper, case, dtype, *, zero_cases=()):
+    """A label-based loss ``fn`` on the labelled batch of ``case`` in ``dtype``
+    against ``reference(Pairs(...), **hyper)`` (a NumPy loop in float64); in
+    ``zero_cases`` (e.g. batches without a positive) both must be 0."""
+    x, labels, mask = labelled_batch(case)
+    expected = reference(Pairs(x, labels, mask), **hyper)
+    out = run_masked(fn, dtype, x, labels, mask)
+    np.testing.assert_allclose(out, expected, **tol(dtype))
+    if case in zero_cases:
+        assert expected == 0.0 and out == 0.0

@@ -18,12 +18,10 @@ from tests.harness import (
     LABELLED_CASES,
     Pairs,
     assert_docstring_examples_pass,
-    labelled_batch,
+    assert_matches_label_reference,
     ref_cosine,
     ref_logsumexp,
     ref_mean,
-    run_masked,
-    tol,
 )
 
 
@@ -57,12 +55,9 @@ CASES = {
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_matches_reference(name, case, dtype):
     fn, hyper = CASES[name]
-    x, labels, mask = labelled_batch(case)
-    expected = ref_circle(Pairs(x, labels, mask), **hyper)
-    out = run_masked(fn, dtype, x, labels, mask)
-    np.testing.assert_allclose(out, expected, **tol(dtype))
-    if case in ("one_class", "no_positive"):  # an anchor needs a positive and a negative
-        assert expected == 0.0 and out == 0.0
+    assert_matches_label_reference(
+        fn, ref_circle, hyper, case, dtype, zero_cases=("one_class", "no_positive")
+    )
 
 
 def test_docstring_examples():

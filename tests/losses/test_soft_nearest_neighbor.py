@@ -17,11 +17,9 @@ from tests.harness import (
     LABELLED_CASES,
     Pairs,
     assert_docstring_examples_pass,
-    labelled_batch,
+    assert_matches_label_reference,
     ref_logsumexp,
     ref_mean,
-    run_masked,
-    tol,
 )
 
 
@@ -50,12 +48,7 @@ CASES = {
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_matches_reference(name, case, dtype):
     fn, hyper = CASES[name]
-    x, labels, mask = labelled_batch(case)
-    expected = ref_snn(Pairs(x, labels, mask), **hyper)
-    out = run_masked(fn, dtype, x, labels, mask)
-    np.testing.assert_allclose(out, expected, **tol(dtype))
-    if case == "no_positive":
-        assert expected == 0.0 and out == 0.0
+    assert_matches_label_reference(fn, ref_snn, hyper, case, dtype, zero_cases=("no_positive",))
 
 
 def test_docstring_examples():
