@@ -1,5 +1,6 @@
-"""Trainers: train state, SimCLR / MoCo v2 / supervised steps under
-``jax.jit(jax.shard_map(...))``, checkpointing and the training loop."""
+"""The trainer: the config schema, the training methods (``methods/``, one
+module each), the train state, the sharded step under
+``jax.jit(jax.shard_map(...))``, checkpointing, evaluation and the loop."""
 
 from jaxmetric.train.config import base_config, validate_config
 from jaxmetric.train.state import TrainState, create_train_state, make_mesh
