@@ -6,7 +6,9 @@ Also installed as the console script ``jaxmetric train --config=... --workdir=..
 ``jaxmetric.metrics`` (``--config`` optional: the checkpoint holds the config).
 Any config field can be overridden, e.g. ``--config.batch_size=256
 --config.optimizer.learning_rate=0.01``. A workdir that holds a checkpoint
-resumes from it.
+resumes from it; on SIGTERM (a preemptible VM about to stop) a run saves the
+checkpoint of its current step and exits with status 75, and rerunning the
+same command resumes it.
 """
 
 from __future__ import annotations
@@ -54,15 +56,25 @@ def main(argv: list[str]) -> None:
         return
     if FLAGS.config is None:
         raise app.UsageError("--config is required to train.")
+    train(FLAGS.config, FLAGS.workdir)
+
+
+def train(config, workdir: str, **kwargs) -> None:
+    """``train_and_evaluate(config, workdir, **kwargs)`` as the command line
+    runs it: a bad checkpoint or a diverged run exits with status 1 and its
+    message (a traceback would only hide what to do), a preempted run
+    (SIGTERM) with status 75 once its checkpoint is saved."""
     from jaxmetric.train import train_and_evaluate
     from jaxmetric.train.checkpoint import CheckpointError
-    from jaxmetric.train.trainer import NonFiniteStepsError
+    from jaxmetric.train.trainer import PREEMPTED_EXIT_CODE, NonFiniteStepsError, PreemptedError
 
     try:
-        train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        train_and_evaluate(config, workdir, **kwargs)
     except (CheckpointError, NonFiniteStepsError) as err:
-        # The message says what to do; a traceback would only hide it.
         sys.exit(f"jaxmetric: {err}")
+    except PreemptedError as err:
+        print(f"jaxmetric: {err}", file=sys.stderr)
+        sys.exit(PREEMPTED_EXIT_CODE)
 
 
 def run() -> None:

@@ -9,10 +9,13 @@ checkpoint exists), loop over jitted steps, then evaluate and write
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -38,6 +41,53 @@ Hook = Callable[[int], None]
 
 class NonFiniteStepsError(RuntimeError):
     """Too many consecutive steps had a non-finite loss or gradient."""
+
+
+# What `jaxmetric train` exits with when preempted (sysexits' EX_TEMPFAIL:
+# "try again"): the checkpoint of the last step is saved, rerun to resume.
+PREEMPTED_EXIT_CODE = 75
+
+
+class PreemptedError(RuntimeError):
+    """The run got SIGTERM (a preemptible / spot VM about to stop); the
+    checkpoint of the step it stopped at is saved."""
+
+    def __init__(self, message: str, step: int) -> None:
+        super().__init__(message)
+        self.step = step
+
+
+class _Preemption:
+    """SIGTERM sets a flag; the loop reads it at a step boundary, where every
+    process agrees on it (any process that got the signal stops them all)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    @contextlib.contextmanager
+    def installed(self):
+        # Signal handlers can only be set from the main thread; elsewhere
+        # (a notebook's worker thread) SIGTERM keeps its default action.
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = signal.signal(signal.SIGTERM, self._handle)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _handle(self, signum, frame) -> None:
+        del signum, frame
+        self.requested = True
+
+    def agreed(self) -> bool:
+        if jax.process_count() == 1:
+            return self.requested
+        from jax.experimental import multihost_utils
+
+        flags = multihost_utils.process_allgather(np.asarray(self.requested))
+        return bool(np.any(flags))
 
 
 def _make_iterator(config: ml_collections.ConfigDict, train: sources.Split):
@@ -268,6 +318,15 @@ def _diverged(run: _Run, done: int, bad_run: int) -> NonFiniteStepsError:
     )
 
 
+def _preempted(run: _Run, done: int) -> PreemptedError:
+    last = run.ckpt.latest_step()
+    return PreemptedError(
+        f"Preempted (SIGTERM) at step {done}/{run.config.num_steps}; the checkpoint of "
+        f"step {last} is in {run.ckpt.directory}. Rerun with the same --workdir to resume.",
+        step=done,
+    )
+
+
 def _log(run: _Run, done: int, loss: float, throughput: float, progress: bool, bar) -> None:
     skipped = int(run.state.skipped)
     bar.set_postfix(loss=f"{loss:.4f}", ex_per_s=f"{throughput:.0f}")
@@ -287,10 +346,13 @@ def _log(run: _Run, done: int, loss: float, throughput: float, progress: bool, b
         )
 
 
-def _loop(run: _Run, end: int, hooks: Sequence[Hook], progress: bool) -> int:
+def _loop(
+    run: _Run, end: int, hooks: Sequence[Hook], progress: bool, preemption: _Preemption
+) -> int:
     """Steps from the state's step to ``end``: logs, the kNN monitor and
     periodic checkpoints; returns the length of the final run of non-finite
-    steps. Raises NonFiniteStepsError after ``max_consecutive_skipped``."""
+    steps. Raises NonFiniteStepsError after ``max_consecutive_skipped``, and
+    PreemptedError (after saving this step's checkpoint) on SIGTERM."""
     from tqdm.auto import tqdm
 
     config = run.config
@@ -341,15 +403,20 @@ def _loop(run: _Run, end: int, hooks: Sequence[Hook], progress: bool) -> int:
                     bar.write(f"step {done}: kNN monitor {100 * monitor['knn_accuracy']:.1f}%")
             # No checkpoint in the middle of a run of bad steps: with a rotating
             # max_to_keep it could push out the last good one.
-            if (
+            saved = (
                 config.checkpoint_every
                 and done % config.checkpoint_every == 0
                 and done < end
                 and not bad_run
-            ):
+            )
+            if saved:
                 run.ckpt.save(done, run.state, data_state, config)
             for hook in hooks:
                 hook(done)
+            if done < end and preemption.agreed():
+                if not saved and not bad_run:
+                    run.ckpt.save(done, run.state, data_state, config)
+                raise _preempted(run, done)
     finally:
         bar.close()
     return bad_run
@@ -420,6 +487,11 @@ def train_and_evaluate(
       NonFiniteStepsError: ``config.max_consecutive_skipped`` steps in a row
         had a non-finite loss or gradient; the checkpoints before them are
         kept.
+      PreemptedError: the process (or, multi-host, any process) got SIGTERM;
+        the run stopped at the next step boundary after saving its
+        checkpoint, and the next call resumes from it (bitwise as if never
+        stopped). ``jaxmetric train`` then exits with status
+        ``PREEMPTED_EXIT_CODE`` (75).
     """
     run = _setup(config, workdir)
     start = int(run.state.step)
@@ -427,7 +499,8 @@ def train_and_evaluate(
     if progress is None:
         progress = sys.stderr.isatty()
     try:
-        bad_run = _loop(run, end, hooks, progress)
+        with _Preemption().installed() as preemption:
+            bad_run = _loop(run, end, hooks, progress, preemption)
         results = _finish(run, start, end, bad_run, run_eval)
     finally:
         run.ckpt.close()

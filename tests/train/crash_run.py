@@ -1,12 +1,12 @@
 """A training run for tests/train/test_trainer_crash_safety.py to kill: ``python crash_run.py
 WORKDIR [--kill-in-save STEP] [--step-sleep SECONDS]``.
 
-The triplet-digits recipe with the test's overrides, through
-``train_and_evaluate``. ``--kill-in-save STEP``: SIGKILL this process while
-orbax saves STEP, after every file is written and before the step is
-finalised (a patch of orbax's temporary-path commit, here in the test, not in
-the library). ``--step-sleep``: a hook that sleeps after each step, so the
-test can kill the run from outside between two steps.
+The triplet-digits recipe with the test's overrides, through the command
+line's ``jaxmetric.main.train`` (its exit statuses). ``--kill-in-save STEP``:
+SIGKILL this process while orbax saves STEP, after every file is written and
+before the step is finalised (a patch of orbax's temporary-path commit, here
+in the test, not in the library). ``--step-sleep``: a hook that sleeps after
+each step, so the test can kill or stop the run from outside between steps.
 """
 
 from __future__ import annotations
@@ -68,12 +68,13 @@ def main() -> None:
     parser.add_argument("--kill-in-save", type=int, default=0)
     parser.add_argument("--step-sleep", type=float, default=0.0)
     args = parser.parse_args()
-    from jaxmetric.train import train_and_evaluate
+    from jaxmetric import main as cli
 
     if args.kill_in_save:
         kill_in_save(args.kill_in_save)
     hooks = [lambda done: time.sleep(args.step_sleep)] if args.step_sleep else []
-    train_and_evaluate(config(), args.workdir, progress=False, hooks=hooks)
+    # The command line's own error handling and exit statuses.
+    cli.train(config(), args.workdir, progress=False, hooks=hooks)
 
 
 if __name__ == "__main__":

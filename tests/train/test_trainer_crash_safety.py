@@ -105,3 +105,62 @@ def test_sigkill_during_save_and_between_steps_then_resume_is_bitwise_identical(
     ref_log = [json.loads(line) for line in open(tmp_path / "ref" / "losses.jsonl")]
     assert [s for s, _ in log] == list(range(1, STEPS + 1))
     assert log == ref_log
+
+
+@pytest.mark.slow
+def test_sigterm_saves_the_current_step_exits_75_and_resumes_bitwise(tmp_path):
+    """A preemptible VM's SIGTERM: the run stops at the next step boundary
+    with that step's checkpoint (not the last periodic one) and exit status
+    75; the restart ends where an uninterrupted run does, bit for bit."""
+    workdir = tmp_path / "run"
+    log = workdir / "losses.jsonl"
+    proc = _start(workdir, "--step-sleep", "0.3")
+    deadline = time.monotonic() + 120
+    # Step 3 logged: between the periodic checkpoints of steps 2 and 4.
+    while not (log.exists() and len(log.read_text().splitlines()) >= 3):
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.monotonic() < deadline, "step 3 never logged"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    rc, out = _finish(proc)
+    assert rc == 75, out
+    assert "Preempted (SIGTERM) at step" in out and "Traceback" not in out, out
+    stopped = int(out.split("Preempted (SIGTERM) at step ")[1].split("/")[0])
+    assert 3 <= stopped < STEPS
+    ckpt = Checkpointer(str(workdir))
+    assert ckpt.latest_step() == stopped  # this step's own checkpoint
+    ckpt.close()
+
+    reference, _ = train_and_evaluate(_reference_config(), str(tmp_path / "ref"), run_eval=False)
+    resumed, _ = train_and_evaluate(_reference_config(), str(workdir), run_eval=False)
+    assert int(resumed.step) == STEPS
+    for name in ("params", "opt_state", "key"):
+        for u, v in zip(
+            jax.tree.leaves(getattr(reference, name)),
+            jax.tree.leaves(getattr(resumed, name)),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(np.asarray(u), np.asarray(v), err_msg=name)
+    log_steps = [json.loads(line)[0] for line in open(log)]
+    assert log_steps == list(range(1, STEPS + 1))
+
+
+def test_sigterm_in_process_raises_preempted_with_the_step_saved(tmp_path):
+    """The library call: PreemptedError naming the step, its checkpoint
+    saved, the previous SIGTERM handler back in place afterwards."""
+    from jaxmetric.train.trainer import PreemptedError
+
+    def term_at_step_3(done: int) -> None:
+        if done == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(PreemptedError, match="at step 3/") as info:
+        train_and_evaluate(
+            _reference_config(), str(tmp_path), run_eval=False, hooks=[term_at_step_3]
+        )
+    assert info.value.step == 3
+    assert signal.getsignal(signal.SIGTERM) is before
+    ckpt = Checkpointer(str(tmp_path))
+    assert ckpt.all_steps() == [2, 3]
+    ckpt.close()
