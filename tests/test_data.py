@@ -71,12 +71,69 @@ def test_class_balanced_batches_have_m_per_class():
         input_pipeline.class_balanced_batches(labels, 20, samples_per_class=3, seed=0)
 
 
-def test_tfds_data_source_with_mock_data():
-    with tfds.testing.mock_data(num_examples=12):
-        split = sources.tfds("mnist", "train")
-        ref = tfds.data_source("mnist", split="train")
-        assert len(split) == 12 and split.num_classes == 10
-        x, y = split.take(np.array([3, 5]))
-        assert x.shape == (2, 28, 28, 1) and x.dtype == np.uint8
-        np.testing.assert_array_equal(x[1], ref[5]["image"])
-        assert y[0] == ref[3]["label"]
+class VariableSizeImages(tfds.core.GeneratorBasedBuilder):
+    """A real ArrayRecord dataset, written without TensorFlow: uint8 images
+    of varying sizes (as ImageNet's) stored as raw bytes, 3 classes."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Tensor(
+                        shape=(None, None, 3), dtype=np.uint8, encoding="bytes"
+                    ),
+                    "label": tfds.features.ClassLabel(num_classes=3),
+                }
+            ),
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager
+        return {"train": self._generate_examples(23, 0), "test": self._generate_examples(7, 1)}
+
+    def _generate_examples(self, n, seed):
+        rng = np.random.default_rng(seed)
+        for i in range(n):
+            h, w = rng.integers(9, 21, size=2)
+            image = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
+            yield i, {"image": image, "label": i % 3}
+
+
+@pytest.fixture(scope="module")
+def tfds_dir(tmp_path_factory):
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    VariableSizeImages(data_dir=data_dir, file_format="array_record").download_and_prepare()
+    return data_dir
+
+
+def test_tfds_split_reads_records_and_labels_of_the_data_source(tfds_dir):
+    name = "variable_size_images"
+    split = sources.tfds(name, "train", data_dir=tfds_dir)
+    ref = tfds.data_source(name, split="train", data_dir=tfds_dir, download=False)
+    assert len(split) == 23 and split.num_classes == 3
+    # Labels (read without decoding the images) are those of the decoded records.
+    np.testing.assert_array_equal(split.y, [ref[i]["label"] for i in range(len(ref))])
+    np.testing.assert_array_equal(split.x[5], ref[5]["image"])
+
+
+def test_load_resizes_variable_size_images_so_batches_stack(tfds_dir):
+    from jaxmetric.train import base_config
+
+    cfg = base_config().dataset
+    cfg.update(name="tfds", tfds_name="variable_size_images", data_dir=tfds_dir, image_size=16)
+    train, test = sources.load(cfg)
+    x, y = train.take(np.arange(len(train)))
+    assert x.shape == (23, 16, 16, 3) and x.dtype == np.uint8 and len(test) == 7
+    np.testing.assert_array_equal(y, train.y)
+
+
+def test_missing_dataset_or_split_says_what_to_do(tfds_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"`dataset.tfds_name`='no_such_set'.*tfds build"):
+        sources.tfds("no_such_set", "train", data_dir=str(tmp_path))
+    with pytest.raises(ValueError, match=r"`dataset.tfds_name`='mnist': no ArrayRecord copy"):
+        sources.tfds("mnist", "train", data_dir=str(tmp_path))
+    with pytest.raises(ValueError, match=r"split 'validation'"):
+        sources.tfds("variable_size_images", "validation", data_dir=tfds_dir)

@@ -120,6 +120,58 @@ class _TfdsField(Sequence):
         return x
 
 
+def _prepare_hint(name: str, data_dir: str | None) -> str:
+    where = data_dir or "~/tensorflow_datasets"
+    return (
+        f"Prepare it once as ArrayRecord (possibly on another machine, with TensorFlow): "
+        f"`tfds build {name} --file_format=array_record --data_dir={where}`, or write it "
+        "with a tfds.core.GeneratorBasedBuilder (file_format='array_record'), and set "
+        "`dataset.data_dir` to that folder."
+    )
+
+
+def _data_source(name: str, split: str, data_dir: str | None, **kwargs):
+    """``tfds.data_source`` with errors that say which field is wrong and
+    how to prepare the dataset, instead of TFDS's list of every dataset."""
+    import tensorflow_datasets as tfds_lib
+
+    try:
+        return tfds_lib.data_source(name, split=split, data_dir=data_dir, download=False, **kwargs)
+    except tfds_lib.core.registered.DatasetNotFoundError as err:
+        raise ValueError(
+            f"`dataset.tfds_name`={name!r}: no such dataset is prepared in "
+            f"`dataset.data_dir`={data_dir!r} (and TFDS has no builder of that name). "
+            + _prepare_hint(name, data_dir)
+        ) from err
+    except (NotImplementedError, FileNotFoundError) as err:
+        # A registered dataset with no ArrayRecord files there (TFDS reports
+        # the default TFRecord format as unsupported for random access).
+        raise ValueError(
+            f"`dataset.tfds_name`={name!r}: no ArrayRecord copy in "
+            f"`dataset.data_dir`={data_dir!r}. " + _prepare_hint(name, data_dir)
+        ) from err
+    except ValueError as err:
+        if "split" in str(err).lower():
+            raise ValueError(f"dataset {name!r}, split {split!r}: {err}") from err
+        raise
+
+
+def _labels(name: str, split: str, data_dir: str | None, image_key: str, label_key: str):
+    """Every label of a split, read without decoding its images (TFDS's
+    ``SkipDecoding``), in batched reads: seconds for a million records."""
+    import tensorflow_datasets as tfds_lib
+
+    source = _data_source(
+        name, split, data_dir, decoders={image_key: tfds_lib.decode.SkipDecoding()}
+    )
+    chunk = 4096
+    labels = np.empty(len(source), np.int32)
+    for start in range(0, len(source), chunk):
+        idx = range(start, min(start + chunk, len(source)))
+        labels[start : idx.stop] = [r[label_key] for r in source.__getitems__(idx)]
+    return labels
+
+
 def tfds(
     name: str,
     split: str,
@@ -132,17 +184,17 @@ def tfds(
     """A TFDS split via ``tfds.data_source`` (ArrayRecord, no TensorFlow).
 
     The dataset must already be prepared in ``data_dir`` (nothing downloads
-    at run time). Labels are read once; images are read per batch and, if
-    ``image_size`` is set, resized to ``image_size`` x ``image_size``.
+    at run time; a missing one raises a ValueError saying how to prepare it).
+    Labels are read once, without decoding the images; images are read per
+    batch and, if ``image_size`` is set, resized to ``image_size`` x
+    ``image_size``.
     """
-    import tensorflow_datasets as tfds_lib
-
-    source = tfds_lib.data_source(name, split=split, data_dir=data_dir, download=False)
+    source = _data_source(name, split, data_dir)
     info = getattr(source, "dataset_info", None)
     num_classes = 0
     if info is not None and label_key in info.features:
         num_classes = int(info.features[label_key].num_classes)
-    labels = np.asarray([source[i][label_key] for i in range(len(source))], np.int32)
+    labels = _labels(name, split, data_dir, image_key, label_key)
     if not num_classes:
         num_classes = int(labels.max()) + 1 if len(labels) else 0
     return Split(_TfdsField(source, image_key, image_size), labels, num_classes)
@@ -159,6 +211,7 @@ def load(cfg) -> tuple[Split, Split]:
             "data_dir": cfg.data_dir or None,
             "image_key": cfg.image_key,
             "label_key": cfg.label_key,
+            "image_size": cfg.image_size,
         }
         return tfds(cfg.tfds_name, cfg.train_split, **kw), tfds(cfg.tfds_name, cfg.test_split, **kw)
     raise ValueError(f"`dataset.name` must be one of {SOURCES}, got {cfg.name!r}.")
