@@ -330,6 +330,17 @@ def preprocess(cfg: ml_collections.ConfigDict, x: jax.Array) -> jax.Array:
     return x.astype(jnp.float32)
 
 
+def input_shape(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of one example as the encoder sees it (a view, or
+    ``preprocess``'s output), from the stored example's shape: image views
+    are ``size`` x ``size`` whatever size the images are stored at."""
+    if cfg.kind == "simclr_image":
+        size = cfg.simclr_image.size
+        channels = example_shape[-1] if len(example_shape) == 3 else 1
+        return (size, size, channels)
+    return tuple(example_shape)
+
+
 def batch_views(cfg: ml_collections.ConfigDict, keys: jax.Array, x: jax.Array) -> jax.Array:
     """Views of a batch x [B, ...], one key per example (keys [B])."""
     return jax.vmap(lambda k, e: view(cfg, k, e))(keys, x)

@@ -37,3 +37,17 @@ import jax  # noqa: E402
 # Must run before any JAX operation creates the backend.
 jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_platforms", "cpu")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tfds_dir(tmp_path_factory):
+    """A data_dir holding ``variable_size_images``, a real TFDS ArrayRecord
+    dataset (tests/datasets.py), written once per test process."""
+    from tests.datasets import write_variable_size_images
+
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    write_variable_size_images(data_dir)
+    return data_dir

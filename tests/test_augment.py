@@ -173,3 +173,14 @@ def test_bad_field_of_the_kinds_block_names_it(kind, field, value):
     # Only the block of `kind` is read: the other kind's bad field passes.
     cfg.kind = "simclr_image" if kind == "mnist1d" else "mnist1d"
     augment.check_augment_config(cfg)
+
+
+def test_input_shape_is_the_views_shape():
+    cfg = augment.augment_config()
+    assert augment.input_shape(cfg, (40,)) == (40,)
+    cfg.kind = "simclr_image"
+    cfg.simclr_image.size = 12
+    assert augment.input_shape(cfg, (256, 256, 3)) == (12, 12, 3)
+    assert augment.input_shape(cfg, (28, 28)) == (12, 12, 1)
+    image = jnp.zeros((28, 28), jnp.uint8)
+    assert augment.view(cfg, jax.random.key(0), image).shape == augment.input_shape(cfg, (28, 28))

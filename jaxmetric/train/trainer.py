@@ -26,6 +26,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxmetric import augment
 from jaxmetric.data import input_pipeline, sources
 from jaxmetric.train import evaluate, methods
 from jaxmetric.train.checkpoint import Checkpointer, config_to_dict, not_in_step
@@ -266,7 +267,9 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
 
     train, test = sources.load(config.dataset)
     tx, schedule = make_optimizer(config.optimizer, config.batch_size, config.num_steps)
-    graphdef, state = create_train_state(config, train.example_shape, tx)
+    graphdef, state = create_train_state(
+        config, augment.input_shape(config.augment, train.example_shape), tx
+    )
     state = jax.device_put(state, NamedSharding(mesh, P()))
     iterator = _make_iterator(config, train)
 

@@ -5,11 +5,13 @@ import json
 import pathlib
 import sys
 
+import jax
 import numpy as np
 import pytest
 
 from jaxmetric import main
 from jaxmetric.data import sources
+from jaxmetric.train import base_config, train_and_evaluate
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -56,3 +58,26 @@ def test_cli_triplet_digits_beats_raw_pixels(tmp_path, monkeypatch):
     assert events and events[0].stat().st_size > 0
     losses = [json.loads(line)[1] for line in open(workdir / "losses.jsonl")]
     assert len(losses) == 3 and losses[-1] < losses[0]
+
+
+def test_simclr_trains_on_a_tfds_arrayrecord_dataset_of_variable_size_images(tfds_dir, tmp_path):
+    """Images of 9-20 px stored raw, resized to 16 on the host, views of 12 px:
+    the encoder is sized from the view it is fed, not the stored image."""
+    config = base_config()
+    config.dataset.update(
+        name="tfds", tfds_name="variable_size_images", data_dir=tfds_dir, image_size=16
+    )
+    config.model.encoder = "mlp"
+    config.model.mlp_hidden = (32,)
+    config.augment.kind = "simclr_image"
+    config.augment.simclr_image.size = 12
+    config.batch_size = 8
+    config.num_steps = 3
+    config.log_every = 1
+    config.num_devices = 1
+    config.eval.linear_probe = False
+    state, metrics = train_and_evaluate(config, str(tmp_path), progress=False)
+    assert int(state.step) == 3 and int(state.skipped) == 0
+    assert 0.0 <= metrics["knn_accuracy"] <= 1.0
+    first_layer = jax.tree.leaves(state.params)
+    assert any(leaf.shape[:1] == (12 * 12 * 3,) for leaf in first_layer)
