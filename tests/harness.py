@@ -704,3 +704,15 @@ def assert_matches_label_reference(fn, reference, hyper, case, dtype, *, zero_ca
     np.testing.assert_allclose(out, expected, **tol(dtype))
     if case in zero_cases:
         assert expected == 0.0 and out == 0.0
+
+
+def assert_matches_two_view_reference(loss_fn, reference, seed: int, masked: bool) -> None:
+    """A two-view loss ``loss_fn(a, b, mask=...)`` in float32 on
+    ``two_view_batch(seed, masked)`` against ``reference(a, b, mask)`` (NumPy)."""
+    a, b, mask = two_view_batch(seed, masked)
+    expected = reference(a, b, mask)
+    got = loss_fn(
+        jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32), mask=mask if masked else None
+    )
+    assert got.dtype == jnp.float32 and got.shape == ()
+    np.testing.assert_allclose(float(got), expected, rtol=2e-5, atol=1e-5)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -18,11 +17,11 @@ from tests.harness import (
     DIM,
     DTYPES,
     assert_docstring_examples_pass,
+    assert_matches_two_view_reference,
     ref_logsumexp,
     ref_normalize,
     run,
     tol,
-    two_view_batch,
     valid_rows,
 )
 
@@ -129,13 +128,7 @@ MOCOV3_CASES = {
 @pytest.mark.parametrize("case", sorted(MOCOV3_CASES))
 def test_mocov3_matches_numpy_reference(case, masked):
     loss_fn, ref_fn = MOCOV3_CASES[case]
-    a, b, mask = two_view_batch(len(case), masked)
-    expected = ref_fn(a, b, mask)
-    got = loss_fn(
-        jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32), mask=mask if masked else None
-    )
-    assert got.dtype == jnp.float32 and got.shape == ()
-    np.testing.assert_allclose(float(got), expected, rtol=2e-5, atol=1e-5)
+    assert_matches_two_view_reference(loss_fn, ref_fn, len(case), masked)
 
 
 def test_docstring_examples():

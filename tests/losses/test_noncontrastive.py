@@ -15,7 +15,11 @@ import numpy as np
 import pytest
 
 import jaxmetric as jm
-from tests.harness import assert_docstring_examples_pass, ref_normalize, two_view_batch
+from tests.harness import (
+    assert_docstring_examples_pass,
+    assert_matches_two_view_reference,
+    ref_normalize,
+)
 
 
 def ref_byol(p, t, mask):
@@ -84,13 +88,7 @@ REFERENCE = {
 @pytest.mark.parametrize("case", sorted(REFERENCE))
 def test_matches_numpy_reference(case, masked):
     loss_fn, ref_fn = REFERENCE[case]
-    a, b, mask = two_view_batch(len(case), masked)
-    expected = ref_fn(a, b, mask)
-    got = loss_fn(
-        jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32), mask=mask if masked else None
-    )
-    assert got.dtype == jnp.float32 and got.shape == ()
-    np.testing.assert_allclose(float(got), expected, rtol=2e-5, atol=1e-5)
+    assert_matches_two_view_reference(loss_fn, ref_fn, len(case), masked)
 
 
 def test_barlow_twins_perfect_views_give_zero():
