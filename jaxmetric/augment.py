@@ -13,7 +13,10 @@ Two families:
   add a random slope, a random offset and Gaussian noise.
 - ``simclr_image_view``: SimCLR's image views (Chen et al. 2020, appendix
   A): random resized crop, horizontal flip, colour jitter (p=0.8),
-  grayscale (p=0.2) and Gaussian blur (ImageNet recipe, p=0.5).
+  grayscale (p=0.2) and Gaussian blur (ImageNet recipe, p=0.5). The
+  trainer's input pipeline cuts and flips the crops on the host, from the
+  original image (``jaxmetric.data.images``); on device it runs only
+  ``simclr_color_view``.
 """
 
 from __future__ import annotations
@@ -197,44 +200,37 @@ def gaussian_blur(image: jax.Array, sigma: jax.Array, kernel_size: int) -> jax.A
     return sum(k[i] * rows[:, i : i + w] for i in range(kernel_size))
 
 
-def simclr_image_view(
+def simclr_color_view(
     key: jax.Array,
     image: jax.Array,
     *,
-    size: int,
-    crop_scale: tuple[float, float] = (0.08, 1.0),
-    flip: bool = True,
     jitter_strength: float = 0.5,
     jitter_prob: float = 0.8,
     grayscale_prob: float = 0.2,
     blur_prob: float = 0.0,
 ) -> jax.Array:
-    """One SimCLR view of an image [H, W, C] (uint8 or float in [0, 1]).
+    """The device half of a SimCLR view: colour jitter, grayscale and blur of
+    a crop [S, S, C] (uint8 or float in [0, 1]) that the input pipeline has
+    already cut and flipped (``jaxmetric.data.images.train_views``).
 
     Args:
-      key: PRNG key of this example.
-      image: the image.
-      size: output side.
-      crop_scale: area fraction range of the random resized crop.
-      flip: random horizontal flip (p=0.5).
+      key: PRNG key of this example and view.
+      image: the crop.
       jitter_strength: s; brightness, contrast, saturation 0.8 s, hue 0.2 s
         (SimCLR: s=1.0 ImageNet, 0.5 CIFAR-10).
       jitter_prob: probability of colour jitter (0.8).
       grayscale_prob: probability of grayscale (0.2).
       blur_prob: probability of Gaussian blur, sigma ~ U(0.1, 2.0), kernel
-        10% of ``size`` (ImageNet: 0.5; CIFAR: 0, as in the paper).
+        10% of the side (ImageNet: 0.5; CIFAR: 0, as in the paper).
 
     Returns:
-      The view [size, size, C], float32 in [0, 1].
+      The view [S, S, C], float32 in [0, 1].
     """
     if image.dtype == jnp.uint8:
         image = image.astype(jnp.float32) / 255.0
     if image.ndim == 2:
         image = image[..., None]
-    k_crop, k_flip, k_jit, k_pj, k_gray, k_blur, k_pb = jax.random.split(key, 7)
-    image = random_resized_crop(k_crop, image, size, scale=crop_scale)
-    if flip:
-        image = jnp.where(jax.random.bernoulli(k_flip), image[:, ::-1], image)
+    k_jit, k_pj, k_gray, k_blur, k_pb = jax.random.split(key, 5)
     s = jitter_strength
     jittered = color_jitter(
         k_jit, image, brightness=0.8 * s, contrast=0.8 * s, saturation=0.8 * s, hue=0.2 * s
@@ -243,11 +239,40 @@ def simclr_image_view(
     gray = jnp.broadcast_to(_gray(image), image.shape)
     image = jnp.where(jax.random.bernoulli(k_gray, grayscale_prob), gray, image)
     if blur_prob > 0:
-        ksize = max(3, int(0.1 * size) // 2 * 2 + 1)
+        ksize = max(3, int(0.1 * image.shape[0]) // 2 * 2 + 1)
         sigma = jax.random.uniform(k_blur, (), minval=0.1, maxval=2.0)
         blurred = gaussian_blur(image, sigma, ksize)
         image = jnp.where(jax.random.bernoulli(k_pb, blur_prob), blurred, image)
     return image
+
+
+def simclr_image_view(
+    key: jax.Array,
+    image: jax.Array,
+    *,
+    size: int,
+    crop_scale: tuple[float, float] = (0.08, 1.0),
+    flip: bool = True,
+    **color: float,
+) -> jax.Array:
+    """One SimCLR view of an image [H, W, C] (uint8 or float in [0, 1]),
+    all on device: random resized crop to ``size``, horizontal flip (p=0.5),
+    then ``simclr_color_view`` with the ``color`` arguments. (The trainer
+    crops on the host instead, on the original image, and calls
+    ``simclr_color_view``; this is for models that take full images.)
+
+    Returns:
+      The view [size, size, C], float32 in [0, 1].
+    """
+    if image.dtype == jnp.uint8:
+        image = image.astype(jnp.float32) / 255.0
+    if image.ndim == 2:
+        image = image[..., None]
+    k_crop, k_flip, k_color = jax.random.split(key, 3)
+    image = random_resized_crop(k_crop, image, size, scale=crop_scale)
+    if flip:
+        image = jnp.where(jax.random.bernoulli(k_flip), image[:, ::-1], image)
+    return simclr_color_view(k_color, image, **color)
 
 
 # --------------------------------------------------------------------------- batches
@@ -307,13 +332,29 @@ def check_augment_config(cfg: ml_collections.ConfigDict) -> None:
                 )
 
 
+def crops_on_host(cfg: ml_collections.ConfigDict) -> bool:
+    """Whether the input pipeline cuts the views (random-resized crops of the
+    original image, flipped, in its worker processes) and the batch holds
+    them on a views axis, x [B, V, S, S, C]; the device then does the rest
+    (``simclr_color_view``)."""
+    return cfg.kind == "simclr_image"
+
+
 def view(cfg: ml_collections.ConfigDict, key: jax.Array, x: jax.Array) -> jax.Array:
-    """One view of one example under ``config.augment``."""
+    """One view of one example under ``config.augment`` (for image kinds, of
+    one host-made crop of it)."""
     if cfg.kind == "mnist1d":
         return mnist1d_view(key, x, **cfg.mnist1d.to_dict())
     if cfg.kind == "simclr_image":
-        p = cfg.simclr_image.to_dict()
-        return simclr_image_view(key, x, **{**p, "crop_scale": tuple(p["crop_scale"])})
+        p = cfg.simclr_image
+        return simclr_color_view(
+            key,
+            x,
+            jitter_strength=p.jitter_strength,
+            jitter_prob=p.jitter_prob,
+            grayscale_prob=p.grayscale_prob,
+            blur_prob=p.blur_prob,
+        )
     return preprocess(cfg, x)
 
 
@@ -330,17 +371,12 @@ def preprocess(cfg: ml_collections.ConfigDict, x: jax.Array) -> jax.Array:
     return x.astype(jnp.float32)
 
 
-def input_shape(cfg: ml_collections.ConfigDict, example_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The shape of one example as the encoder sees it (a view, or
-    ``preprocess``'s output), from the stored example's shape: image views
-    are ``size`` x ``size`` whatever size the images are stored at."""
-    if cfg.kind == "simclr_image":
-        size = cfg.simclr_image.size
-        channels = example_shape[-1] if len(example_shape) == 3 else 1
-        return (size, size, channels)
-    return tuple(example_shape)
-
-
-def batch_views(cfg: ml_collections.ConfigDict, keys: jax.Array, x: jax.Array) -> jax.Array:
-    """Views of a batch x [B, ...], one key per example (keys [B])."""
+def batch_views(
+    cfg: ml_collections.ConfigDict, keys: jax.Array, x: jax.Array, index: int = 0
+) -> jax.Array:
+    """View ``index`` of a batch, one key per example (keys [B]): of x
+    [B, ...], or, where the pipeline cuts the crops (``crops_on_host``), of
+    its crop ``index`` in x [B, V, ...]."""
+    if crops_on_host(cfg):
+        x = x[:, index]
     return jax.vmap(lambda k, e: view(cfg, k, e))(keys, x)

@@ -138,14 +138,18 @@ def test_batch_views_are_per_example_and_in_range():
     cfg.kind = "simclr_image"
     cfg.simclr_image.size = 16
     cfg.simclr_image.blur_prob = 0.5
-    imgs = jax.random.randint(jax.random.key(0), (6, 20, 20, 3), 0, 256).astype(jnp.uint8)
+    # The pipeline's crops, two per example: x [B, V, S, S, C].
+    crops = jax.random.randint(jax.random.key(0), (6, 2, 16, 16, 3), 0, 256).astype(jnp.uint8)
     keys = jax.random.split(jax.random.key(1), 6)
-    views = jax.jit(lambda k, x: augment.batch_views(cfg, k, x))(keys, imgs)
+    views = jax.jit(lambda k, x: augment.batch_views(cfg, k, x, 1))(keys, crops)
     assert views.shape == (6, 16, 16, 3)
     assert float(views.min()) >= 0.0 and float(views.max()) <= 1.0
-    # Example 2's view depends only on its key and image, not on the batch.
-    alone = augment.view(cfg, keys[2], imgs[2])
+    # Example 2's view depends only on its key and its crop 1, not on the batch.
+    alone = augment.view(cfg, keys[2], crops[2, 1])
     np.testing.assert_allclose(np.asarray(views[2]), np.asarray(alone), atol=1e-5)
+    # The device half is simclr_color_view of that crop.
+    color = augment.simclr_color_view(keys[2], crops[2, 1], blur_prob=0.5)
+    np.testing.assert_allclose(np.asarray(alone), np.asarray(color), atol=1e-6)
 
 
 def test_bad_augment_config_names_the_field():
@@ -173,14 +177,3 @@ def test_bad_field_of_the_kinds_block_names_it(kind, field, value):
     # Only the block of `kind` is read: the other kind's bad field passes.
     cfg.kind = "simclr_image" if kind == "mnist1d" else "mnist1d"
     augment.check_augment_config(cfg)
-
-
-def test_input_shape_is_the_views_shape():
-    cfg = augment.augment_config()
-    assert augment.input_shape(cfg, (40,)) == (40,)
-    cfg.kind = "simclr_image"
-    cfg.simclr_image.size = 12
-    assert augment.input_shape(cfg, (256, 256, 3)) == (12, 12, 3)
-    assert augment.input_shape(cfg, (28, 28)) == (12, 12, 1)
-    image = jnp.zeros((28, 28), jnp.uint8)
-    assert augment.view(cfg, jax.random.key(0), image).shape == augment.input_shape(cfg, (28, 28))

@@ -81,17 +81,6 @@ def test_tfds_split_reads_records_and_labels_of_the_data_source(tfds_dir):
     np.testing.assert_array_equal(split.x[5], ref[5]["image"])
 
 
-def test_load_resizes_variable_size_images_so_batches_stack(tfds_dir):
-    from jaxmetric.train import base_config
-
-    cfg = base_config().dataset
-    cfg.update(name="tfds", tfds_name="variable_size_images", data_dir=tfds_dir, image_size=16)
-    train, test = sources.load(cfg)
-    x, y = train.take(np.arange(len(train)))
-    assert x.shape == (23, 16, 16, 3) and x.dtype == np.uint8 and len(test) == 7
-    np.testing.assert_array_equal(y, train.y)
-
-
 def test_missing_dataset_or_split_says_what_to_do(tfds_dir, tmp_path):
     with pytest.raises(ValueError, match=r"`dataset.tfds_name`='no_such_set'.*tfds build"):
         sources.tfds("no_such_set", "train", data_dir=str(tmp_path))

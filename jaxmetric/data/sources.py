@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxmetric.data import images
+
 SOURCES = ("mnist1d", "digits", "tfds")
 
 
@@ -96,28 +98,70 @@ def digits(test_fraction: float = 0.5, seed: int = 0) -> tuple[Split, Split]:
     return Split(x_tr, y_tr, 10), Split(x_te, y_te, 10)
 
 
-class _TfdsField(Sequence):
-    """Random access to one feature of a TFDS data source."""
+class TfdsRecords(Sequence):
+    """Random access to the images of a TFDS split, read lazily.
 
-    def __init__(self, source: Any, key: str, image_size: int = 0) -> None:
-        self._source = source
-        self._key = key
-        self._image_size = image_size
+    ``read(indices)`` returns the stored records (encoded bytes for a
+    ``tfds.features.Image`` feature, read without decoding; arrays for a
+    ``tfds.features.Tensor``); ``decode(record, index)`` turns one into a uint8
+    [H, W, C] array. The source is opened on first use in each process, so
+    the object pickles to the input pipeline's worker processes.
+    """
+
+    def __init__(self, name: str, split: str, data_dir: str | None, image_key: str) -> None:
+        self.name, self.split, self.data_dir, self.image_key = name, split, data_dir, image_key
+        self._source = None
+        self._encoded: bool | None = None
+        self._channels = 3
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_source": None}
+
+    def _open(self):
+        if self._source is None:
+            import tensorflow_datasets as tfds_lib
+
+            feature = _data_source(self.name, self.split, self.data_dir).dataset_info.features[
+                self.image_key
+            ]
+            self._encoded = isinstance(feature, tfds_lib.features.Image)
+            self._channels = int(feature.shape[-1]) if feature.shape else 3
+            decoders = {self.image_key: tfds_lib.decode.SkipDecoding()} if self._encoded else None
+            self._source = _data_source(self.name, self.split, self.data_dir, decoders=decoders)
+        return self._source
 
     def __len__(self) -> int:
-        return len(self._source)
+        return len(self._open())
+
+    def read(self, indices: Sequence[int]) -> list[Any]:
+        """The stored records at ``indices``, in one batched read."""
+        source = self._open()
+        return [r[self.image_key] for r in source.__getitems__([int(i) for i in indices])]
+
+    def decode(self, record: Any, index: int) -> np.ndarray:
+        """One stored record -> uint8 [H, W, C].
+
+        Raises:
+          CorruptRecordError: naming the dataset, split and record index.
+        """
+        self._open()
+        if not self._encoded:
+            x = np.asarray(record)
+            return x if x.ndim == 3 else x.reshape(*x.shape[:2], -1)
+        try:
+            return images.decode(record, self._channels)
+        except images.CorruptImageError as err:
+            raise CorruptRecordError(
+                f"dataset {self.name!r}, split {self.split!r}, record {index}: {err}. "
+                "Set `data.skip_corrupt=True` to skip such records (they are counted in the log)."
+            ) from err
 
     def __getitem__(self, i):
-        x = self._source[i][self._key]
-        if self._image_size and x.shape[:2] != (self._image_size,) * 2:
-            # Variable-size images (ImageNet) get one size so batches stack;
-            # the random crop happens later, on device.
-            from PIL import Image
+        return self.decode(self.read([i])[0], int(i))
 
-            size = (self._image_size, self._image_size)
-            x = np.asarray(Image.fromarray(np.squeeze(x)).resize(size, Image.BILINEAR))
-            x = x.reshape(*size, -1)
-        return x
+
+class CorruptRecordError(ValueError):
+    """A record of a dataset that cannot be decoded."""
 
 
 def _prepare_hint(name: str, data_dir: str | None) -> str:
@@ -179,15 +223,13 @@ def tfds(
     data_dir: str | None = None,
     image_key: str = "image",
     label_key: str = "label",
-    image_size: int = 0,
 ) -> Split:
     """A TFDS split via ``tfds.data_source`` (ArrayRecord, no TensorFlow).
 
     The dataset must already be prepared in ``data_dir`` (nothing downloads
     at run time; a missing one raises a ValueError saying how to prepare it).
-    Labels are read once, without decoding the images; images are read per
-    batch and, if ``image_size`` is set, resized to ``image_size`` x
-    ``image_size``.
+    Labels are read once, without decoding the images; images are read
+    (and decoded, in the input pipeline's workers) per batch.
     """
     source = _data_source(name, split, data_dir)
     info = getattr(source, "dataset_info", None)
@@ -197,7 +239,7 @@ def tfds(
     labels = _labels(name, split, data_dir, image_key, label_key)
     if not num_classes:
         num_classes = int(labels.max()) + 1 if len(labels) else 0
-    return Split(_TfdsField(source, image_key, image_size), labels, num_classes)
+    return Split(TfdsRecords(name, split, data_dir, image_key), labels, num_classes)
 
 
 def load(cfg) -> tuple[Split, Split]:
@@ -211,7 +253,6 @@ def load(cfg) -> tuple[Split, Split]:
             "data_dir": cfg.data_dir or None,
             "image_key": cfg.image_key,
             "label_key": cfg.label_key,
-            "image_size": cfg.image_size,
         }
         return tfds(cfg.tfds_name, cfg.train_split, **kw), tfds(cfg.tfds_name, cfg.test_split, **kw)
     raise ValueError(f"`dataset.name` must be one of {SOURCES}, got {cfg.name!r}.")

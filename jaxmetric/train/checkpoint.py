@@ -29,6 +29,7 @@ from jaxmetric.train.state import TrainState
 RESUMABLE_FIELDS = (
     "allow_config_change",
     "checkpoint_every",
+    "data",  # the pipeline's state is the step, whatever its workers
     "dataset.data_dir",
     "eval",
     "eval_every",

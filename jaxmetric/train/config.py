@@ -58,7 +58,24 @@ def base_config() -> ml_collections.ConfigDict:
             "data_dir": "",
             "image_key": "image",
             "label_key": "label",
-            "image_size": 0,  # TFDS: resize images to this square size on the host (0: keep)
+            # Images: the evaluation input (and un-augmented training input)
+            # is the centred `eval_crop` square of the shorter side, resized
+            # to `image_size` (0: as stored); image views
+            # (augment.simclr_image) use their own `size` instead.
+            "image_size": 0,
+            "eval_crop": 1.0,  # Inception / ImageNet: 0.875 (224 of 256)
+        }
+    )
+    # The input pipeline (jaxmetric.data.input_pipeline).
+    c.data = ml_collections.ConfigDict(
+        {
+            # Worker processes that read, decode and crop; -1: the CPU count
+            # for TFDS records, 0 (a background thread) for in-memory arrays.
+            "workers": -1,
+            "prefetch": 2,  # batches made ahead (per worker)
+            # An undecodable record: skip it (counted in the log) instead of
+            # stopping with an error naming it.
+            "skip_corrupt": False,
         }
     )
     c.model = model_config()
@@ -212,6 +229,12 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int, process_coun
             f"`dataset.test_fraction` must be in (0, 1), got {c.dataset.test_fraction!r}."
         )
     fields.non_negative_int("dataset.image_size", c.dataset.image_size)
+    if not 0.0 < c.dataset.eval_crop <= 1.0:
+        raise ValueError(f"`dataset.eval_crop` must be in (0, 1], got {c.dataset.eval_crop!r}.")
+    if not isinstance(c.data.workers, int) or c.data.workers < -1:
+        raise ValueError(f"`data.workers` must be -1 (auto) or >= 0, got {c.data.workers!r}.")
+    fields.non_negative_int("data.prefetch", c.data.prefetch)
+    fields.boolean("data.skip_corrupt", c.data.skip_corrupt)
     check_model_config(c.model)
     augment.check_augment_config(c.augment)
     _validate_method(c, method)

@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 
 from jaxmetric import metrics
+from jaxmetric.data import input_pipeline
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,8 +36,9 @@ class Embedded:
       train_embeddings, test_embeddings: model outputs z [N, D] (what the
         loss saw).
       train_labels, test_labels: int labels [N].
-      train_inputs, test_inputs: the raw inputs flattened to [N, -1], for the
-        raw-input baseline; None for TFDS datasets (too large to hold).
+      train_inputs, test_inputs: the evaluation inputs flattened to [N, -1],
+        for the raw-input baseline; None where they would not fit in
+        ``RAW_INPUT_LIMIT`` values.
     """
 
     config: ml_collections.ConfigDict
@@ -51,19 +53,44 @@ class Embedded:
     test_inputs: np.ndarray | None = None
 
 
+# The raw-input baseline holds both splits' inputs in memory, flattened as
+# float32: kept where that is at most this many values (1 GiB).
+RAW_INPUT_LIMIT = 2**28
+
+
 def embed_split(
-    embed: Callable, params, batch_stats, split, batch_size: int, max_examples: int = 0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(features h, embeddings z, labels) of a split, in batches."""
-    n = len(split) if not max_examples else min(max_examples, len(split))
-    hs, zs = [], []
-    for start in range(0, n, batch_size):
-        idx = np.arange(start, min(start + batch_size, n))
-        x, _ = split.take(idx)
-        h, z = embed(params, batch_stats, x)
-        hs.append(np.asarray(h))
-        zs.append(np.asarray(z))
-    return np.concatenate(hs), np.concatenate(zs), np.asarray(split.y[:n])
+    config: ml_collections.ConfigDict, embed: Callable, params, batch_stats, split
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """(features h, embeddings z, labels, flattened inputs or None) of the
+    first ``config.eval.max_examples`` of a split (0: all), read in order by
+    the input pipeline with the evaluation transform (images: the centred
+    crop, resized). The inputs are kept for the raw-input baseline where
+    they fit in ``RAW_INPUT_LIMIT`` values."""
+    ev = config.eval
+    n = len(split) if not ev.max_examples else min(ev.max_examples, len(split))
+    batches = input_pipeline.eval_batches(
+        split,
+        ev.batch_size,
+        num_examples=n,
+        transform=input_pipeline.eval_transform(config),
+        workers=config.data.workers,
+        prefetch=config.data.prefetch,
+    )
+    hs, zs, ys, xs = [], [], [], []
+    try:
+        for batch in batches:
+            h, z = embed(params, batch_stats, batch["x"])
+            hs.append(np.asarray(h))
+            zs.append(np.asarray(z))
+            ys.append(batch["y"])
+            if xs is not None:
+                xs.append(np.asarray(batch["x"], np.float32).reshape(len(batch["x"]), -1))
+                if len(xs) == 1 and n * xs[0].shape[1] > RAW_INPUT_LIMIT:
+                    xs = None
+    finally:
+        batches.close()
+    inputs = np.concatenate(xs) if xs is not None else None
+    return np.concatenate(hs), np.concatenate(zs), np.concatenate(ys), inputs
 
 
 def embed_splits(
@@ -71,17 +98,10 @@ def embed_splits(
 ) -> Embedded:
     """Both splits through ``embed`` (``jaxmetric.train.steps.make_embed_fn``);
     ``config.eval.max_examples`` caps each split."""
-    ev = config.eval
-    h_tr, z_tr, y_tr = embed_split(
-        embed, state.params, state.batch_stats, train, ev.batch_size, ev.max_examples
-    )
-    h_te, z_te, y_te = embed_split(
-        embed, state.params, state.batch_stats, test, ev.batch_size, ev.max_examples
-    )
-    x_tr = x_te = None
-    if config.dataset.name != "tfds":
-        x_tr = np.asarray(train.x[: len(y_tr)], np.float32).reshape(len(y_tr), -1)
-        x_te = np.asarray(test.x[: len(y_te)], np.float32).reshape(len(y_te), -1)
+    h_tr, z_tr, y_tr, x_tr = embed_split(config, embed, state.params, state.batch_stats, train)
+    h_te, z_te, y_te, x_te = embed_split(config, embed, state.params, state.batch_stats, test)
+    if x_tr is None or x_te is None:
+        x_tr = x_te = None
     return Embedded(
         config=config,
         step=int(state.step),
@@ -143,7 +163,8 @@ def run_metrics(
 def raw_baseline(config: ml_collections.ConfigDict, emb: Embedded) -> dict[str, float]:
     """Raw-input baselines on the bundled sets (as the MNIST-1D notebook:
     kNN k=10, Euclidean, on raw signals; MAP@R on raw pixels for supervised
-    runs with ``eval.retrieval``). Empty for TFDS datasets."""
+    runs with ``eval.retrieval``), on the evaluation inputs; empty where they
+    were too large to keep (``RAW_INPUT_LIMIT``)."""
     if emb.train_inputs is None:
         return {}
     if config.method == "supervised" and config.eval.retrieval:

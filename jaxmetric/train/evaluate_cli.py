@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 import ml_collections
 
-from jaxmetric import augment
+from jaxmetric.data import input_pipeline
 from jaxmetric.train import evaluate
 from jaxmetric.train.evaluate import Embedded
 
@@ -148,9 +148,7 @@ def restore(workdir: str, config: ml_collections.ConfigDict | None = None):
         train, _ = sources.load(config.dataset)
         # The optimizer state only gives the checkpoint's tree its structure.
         tx, _ = make_optimizer(config.optimizer, config.batch_size, config.num_steps)
-        graphdef, state = create_train_state(
-            config, augment.input_shape(config.augment, train.example_shape), tx
-        )
+        graphdef, state = create_train_state(config, input_pipeline.input_shape(config, train), tx)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
         out = manager.restore(
             manager.latest_step(),

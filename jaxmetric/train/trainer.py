@@ -26,7 +26,6 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxmetric import augment
 from jaxmetric.data import input_pipeline, sources
 from jaxmetric.train import evaluate, methods
 from jaxmetric.train.checkpoint import Checkpointer, config_to_dict, not_in_step
@@ -92,20 +91,29 @@ class _Preemption:
 
 
 def _make_iterator(config: ml_collections.ConfigDict, train: sources.Split):
-    kwargs = {
-        "seed": config.seed,
-        "process_index": jax.process_index(),
-        "process_count": jax.process_count(),
-    }
+    """The training batches: shuffled (or class-balanced) record indices,
+    read and transformed by the input pipeline's workers."""
     method = methods.get(config.method)
     if method.class_balanced:
-        return input_pipeline.class_balanced_batches(
+        indices = input_pipeline.class_balanced_index_batches(
             train.y,
             config.batch_size,
             samples_per_class=config[method.name].samples_per_class,
-            **kwargs,
+            seed=config.seed,
         )
-    return input_pipeline.shuffled_batches(len(train), config.batch_size, **kwargs)
+    else:
+        indices = input_pipeline.shuffled_indices(len(train), config.batch_size, seed=config.seed)
+    return input_pipeline.batches(
+        train,
+        indices,
+        seed=config.seed,
+        transform=input_pipeline.train_transform(config, num_views=2 if method.two_views else 1),
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        workers=config.data.workers,
+        prefetch=config.data.prefetch,
+        skip_corrupt=config.data.skip_corrupt,
+    )
 
 
 _STEP_CACHE: dict[Any, Any] = {}
@@ -248,6 +256,7 @@ class _Run:
     embed: Any
     writer: Any
     history_path: str
+    corrupt: int = 0  # undecodable records skipped by this process (data.skip_corrupt)
 
 
 def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
@@ -267,9 +276,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
 
     train, test = sources.load(config.dataset)
     tx, schedule = make_optimizer(config.optimizer, config.batch_size, config.num_steps)
-    graphdef, state = create_train_state(
-        config, augment.input_shape(config.augment, train.example_shape), tx
-    )
+    graphdef, state = create_train_state(config, input_pipeline.input_shape(config, train), tx)
     state = jax.device_put(state, NamedSharding(mesh, P()))
     iterator = _make_iterator(config, train)
 
@@ -332,19 +339,25 @@ def _preempted(run: _Run, done: int) -> PreemptedError:
 
 def _log(run: _Run, done: int, loss: float, throughput: float, progress: bool, bar) -> None:
     skipped = int(run.state.skipped)
-    bar.set_postfix(loss=f"{loss:.4f}", ex_per_s=f"{throughput:.0f}")
+    bar.set_postfix(
+        loss=f"{loss:.4f}",
+        ex_per_s=f"{throughput:.0f}",
+        **({"corrupt": run.corrupt} if run.corrupt else {}),
+    )
     if not run.is_main:
         return
     run.writer.add_scalar("train/loss", loss, done)
     run.writer.add_scalar("train/learning_rate", float(run.schedule(done - 1)), done)
     run.writer.add_scalar("train/examples_per_second", throughput, done)
     run.writer.add_scalar("train/skipped_steps", skipped, done)
+    run.writer.add_scalar("train/corrupt_records", run.corrupt, done)
     with open(run.history_path, "a") as f:
         f.write(json.dumps([done, loss]) + "\n")
     if not progress:
         print(
             f"step {done}/{run.config.num_steps} loss {loss:.4f} {throughput:.0f} examples/s"
-            + (f" ({skipped} non-finite steps skipped)" if skipped else ""),
+            + (f" ({skipped} non-finite steps skipped)" if skipped else "")
+            + (f" ({run.corrupt} corrupt records skipped)" if run.corrupt else ""),
             file=sys.stderr,
         )
 
@@ -374,8 +387,9 @@ def _loop(
     def next_batch():
         """The next global batch, on the devices, and the data iterator's
         state after it (what a checkpoint after this batch's step saves)."""
-        x, y = run.train.take(next(run.iterator))
-        return _global_batch(run.mesh, x, y), run.iterator.get_state()
+        batch = next(run.iterator)
+        run.corrupt += int(batch["corrupt"])
+        return _global_batch(run.mesh, batch["x"], batch["y"]), run.iterator.get_state()
 
     batch = next_batch() if start < end else None
     try:
@@ -506,6 +520,7 @@ def train_and_evaluate(
             bad_run = _loop(run, end, hooks, progress, preemption)
         results = _finish(run, start, end, bad_run, run_eval)
     finally:
+        run.iterator.close()
         run.ckpt.close()
         if run.writer is not None:
             run.writer.close()

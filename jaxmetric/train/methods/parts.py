@@ -41,11 +41,12 @@ def view_keys(state: TrainState, local_batch: int, view: int) -> jax.Array:
 
 
 def two_views(state: TrainState, aug: Any, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The two augmented views of the local batch ``x``."""
+    """The two augmented views of the local batch ``x`` (x [B, 2, ...] where
+    the pipeline cut the crops: ``augment.crops_on_host``)."""
     b = x.shape[0]
     return (
-        augment.batch_views(aug, view_keys(state, b, 0), x),
-        augment.batch_views(aug, view_keys(state, b, 1), x),
+        augment.batch_views(aug, view_keys(state, b, 0), x, 0),
+        augment.batch_views(aug, view_keys(state, b, 1), x, 1),
     )
 
 
