@@ -1,13 +1,14 @@
 """Writes a folder of images, or NumPy arrays and labels, as a TFDS ArrayRecord
 dataset, without TensorFlow.
 
-Why: ``tfds build`` and ``tfds.features.Image`` need TensorFlow to encode
-images. Here the images are already encoded (the JPEG / PNG files of a folder,
-stored byte for byte) or are encoded with OpenCV (arrays), so TensorFlow is not
-needed. The dataset has the same features as one that ``tfds build`` writes
-(ImageNet's, for example): ``image`` (``tfds.features.Image``, JPEG or PNG
-bytes), ``label`` (``tfds.features.ClassLabel``) and, for a folder,
-``file_name`` (``tfds.features.Text``). So ``jaxmetric.data.sources.tfds``
+Why: ``tfds build`` needs TensorFlow, and so does ``tfds.features.Image`` to
+encode an image array; given JPEG or PNG bytes it stores them as they are. Here
+the images are already encoded (the files of a folder, stored byte for byte)
+or are encoded with OpenCV (arrays), so TensorFlow is not needed. The dataset
+has the same features as one that ``tfds build`` writes (ImageNet's, for
+example): ``image`` (``tfds.features.Image``, JPEG or PNG bytes), ``label``
+(``tfds.features.ClassLabel``) and, for a folder, ``file_name``
+(``tfds.features.Text``). So ``jaxmetric.data.sources.tfds``
 (``tfds.data_source``) reads both kinds the same way; it decodes the images
 with OpenCV.
 
@@ -274,7 +275,8 @@ def prepare_arrays(
         unknown ``image_format``, an empty ``splits``, images that are not
         uint8 or have other than 1, 3 or 4 channels (or different channels
         across splits), images and labels of different lengths, labels that
-        are not ints in range.
+        are not ints in range, ``class_names`` that are not unique, a split
+        name that is not letters, digits and underscores.
     """
     _check_name(name)
     if image_format not in ("png", "jpeg"):
@@ -373,8 +375,8 @@ def _list_images(path: str) -> list[str]:
 
 def _inspect(path: str) -> tuple[str, int, int, int]:
     """(``"jpeg"`` or ``"png"``, height, width, channels) of one file, as the
-    reader will see it: the format from the file's first bytes, the channels from decoding it
-    as TFDS's reader does (``cv2.imdecode``, ``IMREAD_UNCHANGED``)."""
+    reader will see it: the format from the file's first bytes, the rest from
+    decoding it as TFDS's reader does (``cv2.imdecode``, ``IMREAD_UNCHANGED``)."""
     import cv2
 
     with open(path, "rb") as f:
@@ -437,8 +439,10 @@ def _folder_format(folder: str, paths: list[str]) -> tuple[str, tuple[int | None
     """The one encoding format of all the files and their image shape
     [H, W, C] (H and W None if they vary)."""
     workers = min(32, (os.cpu_count() or 1) + 4)
+    found: list[tuple[str, int, int, int]] = []
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:  # cv2 releases the GIL.
-        found = list(pool.map(_inspect, paths))
+        for start in range(0, len(paths), 4096):  # Not a million futures at once.
+            found += pool.map(_inspect, paths[start : start + 4096])
     formats = collections.Counter(fmt for fmt, *_ in found)
     if len(formats) > 1:
         minority = min(formats, key=formats.get)
@@ -612,7 +616,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     for split, n in sizes.items():
         print(f"  {split}: {n} records")
-    print("Train on it with:")
+    print(
+        "Train on it with these flags (after python -m jaxmetric.main --config=... --workdir=...):"
+    )
     print("  " + _config_lines(args.name, data_dir, sizes, image.shape[0] is not None))
 
 
