@@ -51,3 +51,14 @@ def tfds_dir(tmp_path_factory):
     data_dir = str(tmp_path_factory.mktemp("tfds"))
     write_variable_size_images(data_dir)
     return data_dir
+
+
+@pytest.fixture(scope="session")
+def jpeg_dir(tmp_path_factory):
+    """A data_dir holding ``jpeg_images`` (encoded JPEGs of varying sizes,
+    tests/datasets.py), written once per test process."""
+    from tests.datasets import write_jpeg_images
+
+    data_dir = str(tmp_path_factory.mktemp("jpeg"))
+    write_jpeg_images(data_dir)
+    return data_dir

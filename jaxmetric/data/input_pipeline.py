@@ -165,9 +165,13 @@ def eval_transform(config: Any) -> Transform:
 
 def input_shape(config: Any, split: Any) -> tuple[int, ...]:
     """The shape of one example as the encoder sees it: the evaluation
-    transform of the split's first example (image views have that shape
-    too), whatever size the images are stored at."""
-    return tuple(eval_transform(config)(None, np.asarray(split.x[0])).shape)
+    transform of the split's first decodable example (image views have that
+    shape too), whatever size the images are stored at."""
+    if hasattr(split.x, "read"):
+        example, _, _ = BatchReader(split, Transform(), 0, slice(None), True)._decode(0)
+    else:
+        example = np.asarray(split.x[0])
+    return tuple(eval_transform(config)(None, example).shape)
 
 
 @dataclasses.dataclass
@@ -178,7 +182,8 @@ class BatchReader:
 
     An undecodable record raises ``sources.CorruptRecordError`` (naming the
     dataset, split and index) unless ``skip_corrupt``; then the next
-    decodable record takes its place and ``"corrupt"`` counts it.
+    decodable record takes its place and ``"corrupt"`` counts the batch's
+    replaced records.
     """
 
     split: Any
@@ -217,8 +222,8 @@ class BatchReader:
             except ValueError:
                 if not self.skip_corrupt:
                     raise
-                image, j, skipped = self._decode(int(i) + 1)
-                corrupt += 1 + skipped
+                image, j, _ = self._decode(int(i) + 1)
+                corrupt += 1
             out.append(self.transform(self._rng(step, row), image))
             used.append(j)
         x = _stack(out, records)
@@ -265,6 +270,16 @@ def resolve_workers(workers: int, split: Any) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
+def _absl_flags_ready() -> None:
+    """grain's worker processes read absl flags (their defaults); outside an
+    absl app (a notebook, a library user's script) nothing has parsed them,
+    and reading one raises. Mark them parsed, keeping every default."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
 class Batches(Iterator):
     """An endless iterator over ``make(step)`` for step = 0, 1, ..., made
     ahead by ``workers`` processes (or one thread). ``get_state()`` is
@@ -288,6 +303,7 @@ class Batches(Iterator):
         end = self._length if self._length is not None else 2**62
         ds = grain.MapDataset.range(self._step, end).map(self._make).to_iter_dataset()
         if self._workers > 0:
+            _absl_flags_ready()
             options = grain.MultiprocessingOptions(
                 num_workers=self._workers, per_worker_buffer_size=self._prefetch
             )

@@ -168,9 +168,9 @@ def _prepare_hint(name: str, data_dir: str | None) -> str:
     where = data_dir or "~/tensorflow_datasets"
     return (
         f"Prepare it once as ArrayRecord (possibly on another machine, with TensorFlow): "
-        f"`tfds build {name} --file_format=array_record --data_dir={where}`, or write it "
-        "with a tfds.core.GeneratorBasedBuilder (file_format='array_record'), and set "
-        "`dataset.data_dir` to that folder."
+        f"`tfds build {name} --file_format=array_record --data_dir={where}`; or, from a "
+        f"folder of images (no TensorFlow): `python -m jaxmetric.data.prepare --folder=DIR "
+        f"--name={name} --data_dir={where}`; then set `dataset.data_dir` to that folder."
     )
 
 

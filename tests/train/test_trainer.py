@@ -61,16 +61,16 @@ def test_cli_triplet_digits_beats_raw_pixels(tmp_path, monkeypatch):
 
 
 def test_simclr_trains_on_a_tfds_arrayrecord_dataset_of_variable_size_images(tfds_dir, tmp_path):
-    """Images of 9-20 px stored raw, resized to 16 on the host, views of 12 px:
-    the encoder is sized from the view it is fed, not the stored image."""
+    """Images of 9-20 px stored raw (tfds.features.Tensor), cropped to 12 px
+    views on the host: the encoder is sized from the view it is fed, not the
+    stored image."""
     config = base_config()
-    config.dataset.update(
-        name="tfds", tfds_name="variable_size_images", data_dir=tfds_dir, image_size=16
-    )
+    config.dataset.update(name="tfds", tfds_name="variable_size_images", data_dir=tfds_dir)
     config.model.encoder = "mlp"
     config.model.mlp_hidden = (32,)
     config.augment.kind = "simclr_image"
     config.augment.simclr_image.size = 12
+    config.data.workers = 0
     config.batch_size = 8
     config.num_steps = 3
     config.log_every = 1
@@ -81,3 +81,44 @@ def test_simclr_trains_on_a_tfds_arrayrecord_dataset_of_variable_size_images(tfd
     assert 0.0 <= metrics["knn_accuracy"] <= 1.0
     first_layer = jax.tree.leaves(state.params)
     assert any(leaf.shape[:1] == (12 * 12 * 3,) for leaf in first_layer)
+
+
+def test_cli_trains_simclr_on_encoded_jpegs_with_worker_processes(
+    jpeg_dir, tmp_path, monkeypatch, capsys
+):
+    """The Cloud TPU path end to end on CPU: a TFDS ArrayRecord dataset of
+    JPEGs of varying sizes (tfds.features.Image), decoded and cropped by two
+    worker processes, 3 SimCLR steps through the command line, then the
+    evaluation, raw-input baseline included."""
+    workdir = tmp_path / "run"
+    argv = [
+        "jaxmetric",
+        "train",
+        f"--config={ROOT / 'configs' / 'simclr_cifar10.py'}",
+        f"--workdir={workdir}",
+        "--config.dataset.tfds_name=jpeg_images",
+        f"--config.dataset.data_dir={jpeg_dir}",
+        "--config.dataset.eval_crop=0.875",
+        "--config.data.workers=2",
+        "--config.augment.simclr_image.size=16",
+        "--config.model.encoder=mlp",
+        "--config.model.head_hidden=32",
+        "--config.model.embed_dim=16",
+        "--config.batch_size=16",
+        "--config.num_steps=3",
+        "--config.optimizer.warmup_steps=0",
+        "--config.log_every=1",
+        "--config.eval_every=0",
+        "--config.checkpoint_every=0",
+        "--config.eval.max_examples=0",
+        "--config.num_devices=2",
+    ]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        main.run()
+    assert not exit_info.value.code
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    assert metrics["step"] == 3 and 0.0 <= metrics["knn_accuracy"] <= 1.0
+    losses = [json.loads(line)[1] for line in open(workdir / "losses.jsonl")]
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    assert "raw-input kNN" in capsys.readouterr().out  # The baseline, for a TFDS dataset.
