@@ -7,6 +7,8 @@ SIGKILL this process while orbax saves STEP, after every file is written and
 before the step is finalised (a patch of orbax's temporary-path commit, here
 in the test, not in the library). ``--step-sleep``: a hook that sleeps after
 each step, so the test can kill or stop the run from outside between steps.
+``--process PORT,INDEX``: this process is one of two of one run (two CPU
+devices each).
 """
 
 from __future__ import annotations
@@ -62,19 +64,35 @@ def kill_in_save(step: int) -> None:
     patch(atomicity.CommitFileTemporaryPath)
 
 
+def distributed(port: int, process_index: int) -> None:
+    """Joins a run of two processes on localhost, two CPU devices each
+    (CPU collectives over gloo)."""
+    import jax
+
+    jax.config.update("jax_platforms", "cpu")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.config.update("jax_num_cpu_devices", 2)
+    jax.distributed.initialize(f"127.0.0.1:{port}", 2, process_index)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("workdir")
     parser.add_argument("--kill-in-save", type=int, default=0)
     parser.add_argument("--step-sleep", type=float, default=0.0)
+    parser.add_argument("--process", default="", help="PORT,INDEX: one of two processes")
     args = parser.parse_args()
+    c = config()
+    if args.process:
+        distributed(*map(int, args.process.split(",")))
+        c.num_devices = 0  # Both processes' devices.
     from jaxmetric import main as cli
 
     if args.kill_in_save:
         kill_in_save(args.kill_in_save)
     hooks = [lambda done: time.sleep(args.step_sleep)] if args.step_sleep else []
     # The command line's own error handling and exit statuses.
-    cli.train(config(), args.workdir, progress=False, hooks=hooks)
+    cli.train(c, args.workdir, progress=False, hooks=hooks)
 
 
 if __name__ == "__main__":

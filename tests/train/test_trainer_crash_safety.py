@@ -6,7 +6,8 @@ an incomplete checkpoint.
 Three processes (the costly part: each starts JAX and compiles): one killed
 inside a save (``crash_run.py`` patches orbax's commit of the step), one
 killed from outside between steps (a hook slows the steps down), and this
-one, which finishes the run."""
+one, which finishes the run. The SIGTERM (preemption) tests stop a run at a
+step boundary, also one of two processes whose peer never got the signal."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import json
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -33,10 +35,15 @@ STEPS = crash_run.STEPS
 
 def _start(workdir: pathlib.Path, *flags: str) -> subprocess.Popen:
     cmd = [sys.executable, str(SCRIPT), str(workdir), *flags]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    # Each process sets its own device count; conftest's compile flags stay.
+    env["XLA_FLAGS"] = " ".join(
+        f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f
+    )
     return subprocess.Popen(
         cmd,
         cwd=crash_run.ROOT,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -164,3 +171,77 @@ def test_sigterm_in_process_raises_preempted_with_the_step_saved(tmp_path):
     ckpt = Checkpointer(str(tmp_path))
     assert ckpt.all_steps() == [2, 3]
     ckpt.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _two_processes(workdir: pathlib.Path, *flags: str) -> list[subprocess.Popen]:
+    port = _free_port()
+    return [_start(workdir, "--process", f"{port},{i}", *flags) for i in range(2)]
+
+
+def _final_state(workdir: pathlib.Path):
+    """The latest checkpoint of a two-process run, restored here (one
+    process) onto a template of the recipe's state."""
+    from jaxmetric.data import input_pipeline, sources
+    from jaxmetric.train import create_train_state
+    from jaxmetric.train.optim import make_optimizer
+
+    c = _reference_config()
+    tx, _ = make_optimizer(c.optimizer, c.batch_size, c.num_steps)
+    train, _ = sources.load(c.dataset)
+    _, template = create_train_state(c, input_pipeline.input_shape(c, train), tx)
+    ckpt = Checkpointer(str(workdir))
+    state, data_state = ckpt.restore(template)
+    ckpt.close()
+    return state, data_state
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_of_two_processes_stops_both_and_resumes_bitwise(tmp_path):
+    """Two processes of one run (a two-host pod slice): SIGTERM reaches only
+    process 1; both agree to stop at the same step boundary, save that step
+    and exit 75; restarted, they end bitwise where an uninterrupted
+    two-process run ends."""
+    workdir = tmp_path / "run"
+    log = workdir / "losses.jsonl"  # Written by process 0.
+    procs = _two_processes(workdir, "--step-sleep", "0.3")
+    deadline = time.monotonic() + 150
+    while not (log.exists() and len(log.read_text().splitlines()) >= 3):
+        for p in procs:
+            assert p.poll() is None, p.communicate()[0]
+        assert time.monotonic() < deadline, "step 3 never logged"
+        time.sleep(0.02)
+    procs[1].send_signal(signal.SIGTERM)
+    results = [_finish(p) for p in procs]
+    stops = set()
+    for rc, out in results:
+        assert rc == 75, out
+        stops.add(int(out.split("Preempted (SIGTERM) at step ")[1].split("/")[0]))
+    assert len(stops) == 1 and 3 <= min(stops) < STEPS
+    ckpt = Checkpointer(str(workdir))
+    assert ckpt.latest_step() == min(stops)
+    ckpt.close()
+
+    for p in _two_processes(workdir):  # The restart.
+        rc, out = _finish(p)
+        assert rc == 0, out
+    for p in _two_processes(tmp_path / "ref"):  # Uninterrupted.
+        rc, out = _finish(p)
+        assert rc == 0, out
+    resumed, resumed_data = _final_state(workdir)
+    reference, reference_data = _final_state(tmp_path / "ref")
+    assert int(resumed.step) == STEPS and resumed_data == reference_data
+    for name in ("params", "opt_state", "batch_stats", "key"):
+        for u, v in zip(
+            jax.tree.leaves(getattr(reference, name)),
+            jax.tree.leaves(getattr(resumed, name)),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(np.asarray(u), np.asarray(v), err_msg=name)
+    ref_log = [json.loads(line) for line in open(tmp_path / "ref" / "losses.jsonl")]
+    assert [json.loads(line) for line in open(log)] == ref_log
