@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: demo test lint notebooks bench compare clean
+.PHONY: demo test lint notebooks bench bench-input compare clean
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,12 @@ $(BENCH_VENV)/.installed: pyproject.toml
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python benchmarks/bench.py
 	$(BENCH_VENV)/bin/python benchmarks/report.py
+
+# The input pipeline against a PyTorch DataLoader (PIL) on the same ArrayRecord JPEGs, the
+# time to open a split, the trainer's images/s against the pipeline's: JSON + Markdown
+# tables. Writes its datasets once into workdirs/bench-input-data (about 2.3 GB).
+bench-input: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python benchmarks/input_pipeline.py
 
 # Every SSL method on MNIST-1D with its recipe: kNN + linear probe, JSON + Markdown table.
 compare: $(VENV)/.installed
