@@ -4,9 +4,12 @@ LARS 0.3 x B / 256, weight decay 1e-6, 10 warm-up epochs then cosine over
 100 epochs, colour jitter strength 1.0, Gaussian blur p=0.5, bfloat16
 compute (Chen et al. 2020, section B.1 / appendix B).
 
-Needs ``imagenet2012`` prepared for ``tfds.data_source``; images are resized
-to 256 x 256 on the host, then cropped and resized to 224 on device.
-Multi-host pods: set ``multihost=True``.
+Needs ``imagenet2012`` prepared for ``tfds.data_source``. The input
+pipeline's workers (``data.workers``: every CPU of the host) decode each
+JPEG and cut SimCLR's two random-resized crops of the original image
+(Inception-style, at its own aspect ratio) to 224 with flips; colour jitter,
+grayscale and blur run on device. Evaluation: the centred 87.5% of the
+shorter side resized to 224 (256 -> 224). Multi-host pods: ``multihost=True``.
 """
 
 from jaxmetric.train.config import base_config
@@ -21,7 +24,7 @@ def get_config():
     c.dataset.name = "tfds"
     c.dataset.tfds_name = "imagenet2012"
     c.dataset.test_split = "validation"
-    c.dataset.image_size = 256
+    c.dataset.eval_crop = 0.875
     c.model.encoder = "resnet50"
     c.model.stem = "imagenet"
     c.model.head = "simclr"

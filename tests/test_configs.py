@@ -9,7 +9,8 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxmetric.train import create_train_state, make_mesh, make_train_step, validate_config
+from jaxmetric import augment
+from jaxmetric.train import create_train_state, make_mesh, make_train_step, methods, validate_config
 from jaxmetric.train import trainer as trainer_module
 from jaxmetric.train.config import load_recipe
 from jaxmetric.train.optim import make_optimizer
@@ -70,7 +71,10 @@ def test_recipe_builds_and_runs_one_step(name):
     mesh = make_mesh(1)
     state = jax.device_put(state, NamedSharding(mesh, P()))
     rng = np.random.default_rng(0)
-    if len(shape) == 3:
+    if augment.crops_on_host(config.augment):  # The pipeline's crops: [B, V, S, S, C].
+        views = 2 if methods.get(config.method).two_views else 1
+        x = rng.integers(0, 256, size=(BATCH, views, *shape)).astype(np.uint8)
+    elif len(shape) == 3:
         x = rng.integers(0, 256, size=(BATCH, *shape)).astype(np.uint8)
     else:
         x = rng.normal(size=(BATCH, *shape)).astype(np.float32)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 
 # torchvision's RandomResizedCrop defaults (Szegedy et al. 2015; SimCLR).
@@ -28,12 +29,10 @@ class CorruptImageError(ValueError):
     """Bytes that OpenCV cannot decode as an image."""
 
 
-def _cv2():
-    import cv2
-
-    # One thread per worker process: the pipeline parallelises over workers.
-    cv2.setNumThreads(1)
-    return cv2
+# One OpenCV thread per worker process: the pipeline parallelises over
+# workers. (Imported here, once, not lazily: grain's read-ahead threads
+# would import it concurrently.)
+cv2.setNumThreads(1)
 
 
 def decode(data: bytes, channels: int = 3) -> np.ndarray:
@@ -42,7 +41,6 @@ def decode(data: bytes, channels: int = 3) -> np.ndarray:
     Raises:
       CorruptImageError: the bytes are not a decodable image.
     """
-    cv2 = _cv2()
     buf = np.frombuffer(data, np.uint8)
     flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
     image = cv2.imdecode(buf, flag) if buf.size else None
@@ -98,7 +96,6 @@ def center_crop_box(height: int, width: int, crop_fraction: float) -> tuple[int,
 def crop_resize(image: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
     """``image[box]`` resized to [size, size, C]: area averaging when it
     shrinks both sides (antialiased, as Pillow's), bilinear otherwise."""
-    cv2 = _cv2()
     top, left, h, w = box
     crop = image[top : top + h, left : left + w]
     shrink = h > size and w > size

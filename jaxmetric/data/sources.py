@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -113,12 +114,26 @@ class TfdsRecords(Sequence):
         self._source = None
         self._encoded: bool | None = None
         self._channels = 3
+        self._lock = threading.Lock()
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_source": None}
+        return {**self.__dict__, "_source": None, "_lock": None}
+
+    def __setstate__(self, state: dict) -> None:
+        # Unpickled in a worker's main thread: import TFDS here, because
+        # grain's read-ahead threads would otherwise import it concurrently
+        # on first use, and TFDS's lazy imports deadlock under that.
+        import tensorflow_datasets  # noqa: F401
+
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def _open(self):
-        if self._source is None:
+        if self._source is not None:
+            return self._source
+        with self._lock:
+            if self._source is not None:
+                return self._source
             import tensorflow_datasets as tfds_lib
 
             feature = _data_source(self.name, self.split, self.data_dir).dataset_info.features[

@@ -2,7 +2,9 @@
 raw pixels on held-out MAP@R, and the run leaves its artefacts in workdir."""
 
 import json
+import os
 import pathlib
+import subprocess
 import sys
 
 import jax
@@ -83,42 +85,44 @@ def test_simclr_trains_on_a_tfds_arrayrecord_dataset_of_variable_size_images(tfd
     assert any(leaf.shape[:1] == (12 * 12 * 3,) for leaf in first_layer)
 
 
-def test_cli_trains_simclr_on_encoded_jpegs_with_worker_processes(
-    jpeg_dir, tmp_path, monkeypatch, capsys
-):
+def test_cli_trains_simclr_on_encoded_jpegs_with_worker_processes(jpeg_dir, tmp_path):
     """The Cloud TPU path end to end on CPU: a TFDS ArrayRecord dataset of
     JPEGs of varying sizes (tfds.features.Image), decoded and cropped by two
-    worker processes, 3 SimCLR steps through the command line, then the
+    worker processes, 3 SimCLR steps through the command line (its own
+    process: absl defines the config's flags once per process), then the
     evaluation, raw-input baseline included."""
     workdir = tmp_path / "run"
-    argv = [
-        "jaxmetric",
-        "train",
+    overrides = {
+        "dataset.tfds_name": "jpeg_images",
+        "dataset.data_dir": jpeg_dir,
+        "dataset.eval_crop": 0.875,
+        "data.workers": 2,
+        "augment.simclr_image.size": 16,
+        "model.encoder": "mlp",
+        "model.head_hidden": 32,
+        "model.embed_dim": 16,
+        "batch_size": 16,
+        "num_steps": 3,
+        "optimizer.warmup_steps": 0,
+        "log_every": 1,
+        "eval_every": 0,
+        "checkpoint_every": 0,
+        "eval.max_examples": 0,
+        "num_devices": 1,
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "jaxmetric.main",
         f"--config={ROOT / 'configs' / 'simclr_cifar10.py'}",
         f"--workdir={workdir}",
-        "--config.dataset.tfds_name=jpeg_images",
-        f"--config.dataset.data_dir={jpeg_dir}",
-        "--config.dataset.eval_crop=0.875",
-        "--config.data.workers=2",
-        "--config.augment.simclr_image.size=16",
-        "--config.model.encoder=mlp",
-        "--config.model.head_hidden=32",
-        "--config.model.embed_dim=16",
-        "--config.batch_size=16",
-        "--config.num_steps=3",
-        "--config.optimizer.warmup_steps=0",
-        "--config.log_every=1",
-        "--config.eval_every=0",
-        "--config.checkpoint_every=0",
-        "--config.eval.max_examples=0",
-        "--config.num_devices=2",
+        *(f"--config.{k}={v}" for k, v in overrides.items()),
     ]
-    monkeypatch.setattr(sys, "argv", argv)
-    with pytest.raises(SystemExit) as exit_info:
-        main.run()
-    assert not exit_info.value.code
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     metrics = json.loads((workdir / "metrics.json").read_text())
     assert metrics["step"] == 3 and 0.0 <= metrics["knn_accuracy"] <= 1.0
     losses = [json.loads(line)[1] for line in open(workdir / "losses.jsonl")]
     assert len(losses) == 3 and all(np.isfinite(losses))
-    assert "raw-input kNN" in capsys.readouterr().out  # The baseline, for a TFDS dataset.
+    assert "raw-input kNN" in proc.stdout  # The baseline, for a TFDS dataset.
