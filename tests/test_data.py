@@ -88,3 +88,26 @@ def test_missing_dataset_or_split_says_what_to_do(tfds_dir, tmp_path):
         sources.tfds("mnist", "train", data_dir=str(tmp_path))
     with pytest.raises(ValueError, match=r"split 'validation'"):
         sources.tfds("variable_size_images", "validation", data_dir=tfds_dir)
+
+
+def test_the_first_open_writes_a_label_index_that_later_opens_read(tmp_path):
+    import glob
+
+    from tests.datasets import write_variable_size_images
+
+    data_dir = str(tmp_path / "tfds")
+    name = write_variable_size_images(data_dir)
+    ref = tfds.data_source(name, split="train", data_dir=data_dir, download=False)
+    want = [ref[i]["label"] for i in range(len(ref))]
+    np.testing.assert_array_equal(sources.tfds(name, "train", data_dir=data_dir).y, want)
+    (index,) = glob.glob(f"{data_dir}/{name}/*/jaxmetric-labels-train-*.npz")
+    # Later opens read the index: a doctored one (same fingerprint) shows through.
+    with np.load(index) as f:
+        fingerprint = f["fingerprint"]
+    np.savez(index, labels=np.arange(len(want)), fingerprint=fingerprint)
+    np.testing.assert_array_equal(sources.tfds(name, "train", data_dir=data_dir).y, range(23))
+    # An index of other files (another preparation) is not trusted, and is rewritten.
+    np.savez(index, labels=np.arange(len(want)), fingerprint=np.asarray("[0]"))
+    np.testing.assert_array_equal(sources.tfds(name, "train", data_dir=data_dir).y, want)
+    with np.load(index) as f:
+        assert str(f["fingerprint"]) == str(fingerprint)

@@ -301,17 +301,20 @@ class Batches(Iterator):
 
     def _open(self):
         end = self._length if self._length is not None else 2**62
-        ds = grain.MapDataset.range(self._step, end).map(self._make).to_iter_dataset()
+        # One reading thread, `prefetch` batches ahead (grain's defaults, 16
+        # threads and 500 elements, would hold hundreds of whole batches per
+        # worker and, with workers, oversubscribe the cores: 2 workers ran
+        # slower than 1). With workers, each runs this in its own process.
+        read = grain.ReadOptions(
+            num_threads=1 if self._prefetch else 0, prefetch_buffer_size=self._prefetch
+        )
+        ds = grain.MapDataset.range(self._step, end).map(self._make).to_iter_dataset(read)
         if self._workers > 0:
             _absl_flags_ready()
             options = grain.MultiprocessingOptions(
-                num_workers=self._workers, per_worker_buffer_size=self._prefetch
+                num_workers=self._workers, per_worker_buffer_size=max(1, self._prefetch)
             )
             ds = ds.mp_prefetch(options)
-        elif self._prefetch > 0:
-            ds = grain.experimental.ThreadPrefetchIterDataset(
-                ds, prefetch_buffer_size=self._prefetch
-            )
         return iter(ds)
 
     def __next__(self) -> Any:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
+import os
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -215,19 +218,62 @@ def _data_source(name: str, split: str, data_dir: str | None, **kwargs):
         raise
 
 
-def _labels(name: str, split: str, data_dir: str | None, image_key: str, label_key: str):
-    """Every label of a split, read without decoding its images (TFDS's
-    ``SkipDecoding``), in batched reads: seconds for a million records."""
-    import tensorflow_datasets as tfds_lib
-
-    source = _data_source(
-        name, split, data_dir, decoders={image_key: tfds_lib.decode.SkipDecoding()}
-    )
+def _read_labels(source: Any, label_key: str) -> np.ndarray:
     chunk = 4096
     labels = np.empty(len(source), np.int32)
     for start in range(0, len(source), chunk):
         idx = range(start, min(start + chunk, len(source)))
         labels[start : idx.stop] = [r[label_key] for r in source.__getitems__(idx)]
+    return labels
+
+
+def _label_index(source: Any, split: str, label_key: str) -> tuple[str, str] | None:
+    """(path, fingerprint) of the label index of ``split`` beside the
+    dataset's files, or None where they are not in a local folder. The
+    fingerprint (record count, the split's files' sizes and times) tells a
+    stale index from a current one."""
+    info = getattr(source, "dataset_info", None)
+    folder = os.fspath(info.data_dir) if info is not None else ""
+    if not folder or not os.path.isdir(folder):
+        return None
+    base = split.split("[")[0]
+    files = sorted(f for f in os.listdir(folder) if f"-{base}." in f and "array_record" in f)
+    stats = [(f, os.stat(os.path.join(folder, f))) for f in files]
+    fingerprint = json.dumps(
+        [len(source), label_key, [(f, st.st_size, st.st_mtime_ns) for f, st in stats]]
+    )
+    digest = hashlib.sha1(f"{split}/{label_key}".encode()).hexdigest()[:12]
+    return os.path.join(folder, f"jaxmetric-labels-{base}-{digest}.npz"), fingerprint
+
+
+def _labels(name: str, split: str, data_dir: str | None, image_key: str, label_key: str):
+    """Every label of a split. The first open reads them without decoding
+    any image (TFDS's ``SkipDecoding``, batched reads: about 60 us a record)
+    and writes a label index beside the dataset's files
+    (``jaxmetric-labels-<split>-*.npz``); later opens, on any host sharing
+    the folder, load that (milliseconds for a million records)."""
+    import tensorflow_datasets as tfds_lib
+
+    source = _data_source(
+        name, split, data_dir, decoders={image_key: tfds_lib.decode.SkipDecoding()}
+    )
+    index = _label_index(source, split, label_key)
+    if index is not None and os.path.exists(index[0]):
+        try:
+            with np.load(index[0]) as cached:
+                if str(cached["fingerprint"]) == index[1]:
+                    return cached["labels"]
+        except (OSError, ValueError, KeyError):
+            pass  # A torn or foreign file: read the labels again.
+    labels = _read_labels(source, label_key)
+    if index is not None:
+        tmp = f"{index[0]}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, labels=labels, fingerprint=np.asarray(index[1]))
+            os.replace(tmp, index[0])  # Atomic: several hosts may write it.
+        except OSError:
+            pass  # A read-only dataset folder: no index, the next open reads again.
     return labels
 
 
