@@ -327,3 +327,20 @@ def test_command_line(jpeg_folder, tmp_path):
     # A ValueError is a one-line exit, not a traceback.
     with pytest.raises(SystemExit, match=r"jaxmetric.data.prepare: `name`='pets': .*already"):
         prepare.main([f"--folder={folder}", "--name=pets", f"--data_dir={data_dir}"])
+
+
+def test_a_split_over_tfds_in_memory_shuffle_limit_prepares_without_tensorflow(
+    tmp_path, monkeypatch
+):
+    # TFDS spills a split over its limit (1 GB) to disk with tf.io.gfile;
+    # with the limit at 1 KB, these 2 KB of PNGs would need TensorFlow.
+    from tensorflow_datasets.core import shuffle
+
+    monkeypatch.setattr(shuffle, "MAX_MEM_BUFFER_SIZE", 1 << 10)
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 256, (12, 8, 8, 3)).astype(np.uint8)
+    y = np.arange(12) % 3
+    prepare.prepare_arrays(str(tmp_path), "big_split", {"train": (x, y)})
+    stored = _records("big_split", "train", str(tmp_path))
+    assert sorted(r["image"].tobytes() for r in stored) == sorted(e.tobytes() for e in x)
+    assert shuffle.MAX_MEM_BUFFER_SIZE == 1 << 10  # TFDS's setting is put back.
