@@ -1,0 +1,231 @@
+"""jaxmetric.search.knn against a NumPy brute force, blockwise and sharded.
+
+The reference computes the full float64 distance matrix and ranks every
+query's row on (distance, index) with ``np.lexsort``. Exact ties come from
+duplicated reference rows (and a zero query, at cosine distance 1 from
+everything), tied in float32 as in float64, so the index order is compared
+exactly everywhere.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from jaxmetric.search import knn
+
+NUM_DEVICES = 8
+
+
+def _numpy_knn(queries, reference, k, metric, mask=None):
+    q = np.asarray(queries, np.float64)
+    r = np.asarray(reference, np.float64)
+    if metric == "cosine":
+        qn = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        rn = r / np.maximum(np.linalg.norm(r, axis=1, keepdims=True), 1e-12)
+        dist = np.maximum(1.0 - qn @ rn.T, 0.0)
+    else:
+        dist = np.sqrt(np.sum(np.square(q[:, None, :] - r[None, :, :]), axis=-1))
+    if mask is not None:
+        dist = np.where(np.asarray(mask)[None, :], dist, np.inf)
+    out_d = np.full((q.shape[0], k), np.inf)
+    out_i = np.full((q.shape[0], k), -1, np.int64)
+    for row in range(q.shape[0]):
+        order = np.lexsort((np.arange(r.shape[0]), dist[row]))[:k]
+        valid = np.isfinite(dist[row][order])
+        out_d[row, : valid.sum()] = dist[row][order][valid]
+        out_i[row, : valid.sum()] = order[valid]
+    return out_d, out_i
+
+
+def _data(seed, num_queries=6, num_reference=40, dim=5, *, ties=True):
+    """Random normal queries and reference; with ``ties``, every row of the
+    reference's second half a copy of one of the first half (bitwise equal
+    rows, hence exactly tied distances in float32 as in float64), a zero
+    query and a zero reference row."""
+    rng = np.random.default_rng(seed)
+    q = rng.normal(size=(num_queries, dim)).astype(np.float32)
+    r = rng.normal(size=(num_reference, dim)).astype(np.float32)
+    if ties:
+        half = num_reference // 2
+        r[half:] = r[rng.integers(0, half, num_reference - half)]
+        q[0] = 0.0  # Cosine: distance 1 to everything, all tied.
+        r[3] = 0.0
+    return q, r
+
+
+def _assert_matches(result, expected):
+    dist, idx = result
+    exp_d, exp_i = expected
+    assert dist.shape == exp_d.shape and idx.shape == exp_i.shape
+    assert idx.dtype == jnp.int32
+    np.testing.assert_array_equal(np.asarray(idx), exp_i)
+    np.testing.assert_allclose(np.asarray(dist), exp_d, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("ties", [True, False])
+@pytest.mark.parametrize("k", [1, 4, 13])
+@pytest.mark.parametrize("block_size", [None, 8, 7, 40, 64])
+def test_knn_matches_numpy_brute_force(metric, ties, k, block_size):
+    q, r = _data(k + (block_size or 0), ties=ties)
+    expected = _numpy_knn(q, r, k, metric)
+    _assert_matches(knn(q, r, k, metric=metric, block_size=block_size), expected)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_ties_go_to_the_lower_index_across_block_boundaries(metric):
+    # Every reference row is the same: the k lowest indices, in order, even
+    # when the running best of earlier blocks meets later blocks' equals.
+    q = np.ones((3, 4), np.float32)
+    r = np.tile(np.array([[1.0, 2.0, 0.0, -1.0]], np.float32), (23, 1))
+    for block_size in (None, 1, 3, 5, 23):
+        dist, idx = knn(q, r, 7, metric=metric, block_size=block_size)
+        np.testing.assert_array_equal(np.asarray(idx), np.tile(np.arange(7), (3, 1)))
+        np.testing.assert_allclose(np.asarray(dist), dist[0, 0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("block_size", [None, 6])
+def test_mask_excludes_rows_and_pads_with_inf_and_minus_one(metric, block_size):
+    q, r = _data(1, num_reference=30)
+    rng = np.random.default_rng(2)
+    mask = rng.random(30) < 0.5
+    _assert_matches(
+        knn(q, r, 9, metric=metric, reference_mask=mask, block_size=block_size),
+        _numpy_knn(q, r, 9, metric, mask),
+    )
+    # Fewer valid rows (3) than k (5): the other slots are +inf and -1.
+    few = np.zeros(30, bool)
+    few[[4, 17, 29]] = True
+    dist, idx = knn(q, r, 5, metric=metric, reference_mask=few, block_size=block_size)
+    _assert_matches((dist, idx), _numpy_knn(q, r, 5, metric, few))
+    assert np.all(np.isinf(np.asarray(dist)[:, 3:]))
+    assert np.all(np.asarray(idx)[:, 3:] == -1)
+    assert set(np.asarray(idx)[:, :3].ravel()) <= {4, 17, 29}
+
+
+def test_cosine_zero_vectors_are_at_distance_one_without_nan():
+    q = np.array([[0.0, 0.0], [1.0, 0.0]], np.float32)
+    r = np.array([[0.0, 0.0], [2.0, 0.0], [-1.0, 0.0]], np.float32)
+    dist, idx = knn(q, r, 3)
+    np.testing.assert_allclose(np.asarray(dist), [[1.0, 1.0, 1.0], [0.0, 1.0, 2.0]], atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(idx), [[0, 1, 2], [1, 0, 2]])
+
+
+def test_euclidean_is_not_squared_and_never_nan():
+    q = np.array([[0.0, 0.0], [1e3, 1e3]], np.float32)
+    r = np.array([[3.0, 4.0], [1e3, 1e3], [0.0, 0.0]], np.float32)
+    dist, idx = knn(q, r, 2, metric="euclidean")
+    assert not np.any(np.isnan(np.asarray(dist)))
+    np.testing.assert_allclose(np.asarray(dist)[0], [0.0, 5.0])
+    np.testing.assert_array_equal(np.asarray(idx), [[2, 0], [1, 0]])
+    assert float(dist[1, 0]) == 0.0
+
+
+def test_jit():
+    q, r = _data(3)
+    mask = np.arange(40) % 3 != 0
+    jitted = jax.jit(knn, static_argnames=("k", "metric", "block_size"))
+    for block_size in (None, 16):
+        _assert_matches(
+            jitted(q, r, 5, metric="euclidean", reference_mask=mask, block_size=block_size),
+            _numpy_knn(q, r, 5, "euclidean", mask),
+        )
+
+
+def _sharded_knn(k, metric, block_size, with_mask):
+    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+    search = functools.partial(knn, k=k, metric=metric, block_size=block_size, axis_name="data")
+    if with_mask:
+        in_specs = (P(), P("data"), P("data"))
+
+        def local(q, r, mask):
+            return search(q, r, reference_mask=mask)
+    else:
+        in_specs = (P(), P("data"))
+        local = search
+    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=P()))
+
+
+@pytest.mark.parametrize(
+    ("metric", "k", "block_size", "with_mask"),
+    [
+        ("cosine", 3, None, False),  # k < local rows (5)
+        ("euclidean", 12, None, True),  # k > local rows: candidates of several devices
+        ("cosine", 12, 2, True),  # blocks that do not divide the local rows
+        ("euclidean", 40, 5, False),  # k = global M
+    ],
+)
+def test_sharded_equals_single_device(metric, k, block_size, with_mask):
+    assert len(jax.devices()) == NUM_DEVICES
+    q, r = _data(4, num_queries=5, num_reference=NUM_DEVICES * 5)
+    mask = np.random.default_rng(5).random(r.shape[0]) < 0.7 if with_mask else None
+    args = (q, r) if mask is None else (q, r, mask)
+    sharded = _sharded_knn(k, metric, block_size, with_mask)(*args)
+    single = knn(q, r, k, metric=metric, reference_mask=mask, block_size=block_size)
+    np.testing.assert_array_equal(np.asarray(sharded[1]), np.asarray(single[1]))
+    np.testing.assert_allclose(np.asarray(sharded[0]), np.asarray(single[0]), rtol=1e-6)
+    _assert_matches(sharded, _numpy_knn(q, r, k, metric, mask))
+
+
+def test_sharded_under_pmap():
+    q, r = _data(6, num_queries=4, num_reference=NUM_DEVICES * 3)
+    mapped = jax.pmap(
+        lambda q, r: knn(q, r, 7, metric="euclidean", axis_name="data"),
+        axis_name="data",
+        in_axes=(None, 0),
+    )
+    dist, idx = mapped(q, r.reshape(NUM_DEVICES, 3, -1))
+    expected = _numpy_knn(q, r, 7, "euclidean")
+    for device in range(NUM_DEVICES):
+        _assert_matches((dist[device], idx[device]), expected)
+
+
+def test_bad_inputs_name_the_argument():
+    q, r = _data(0, num_reference=10)
+    with pytest.raises(ValueError, match="`k`"):
+        knn(q, r, 11)
+    with pytest.raises(ValueError, match="`k`"):
+        knn(q, r, 0)
+    with pytest.raises(ValueError, match="`k`"):
+        knn(q, r, 2.0)
+    with pytest.raises(ValueError, match="`queries`"):
+        knn(q[0], r, 1)
+    with pytest.raises(ValueError, match="`reference`"):
+        knn(q, r[None], 1)
+    with pytest.raises(ValueError, match="`reference`"):
+        knn(q, r[:, :3], 1)
+    with pytest.raises(ValueError, match="`metric`"):
+        knn(q, r, 1, metric="dot")
+    with pytest.raises(ValueError, match="`reference_mask`"):
+        knn(q, r, 1, reference_mask=np.ones(9, bool))
+    with pytest.raises(ValueError, match="`block_size`"):
+        knn(q, r, 1, block_size=0)
+    with pytest.raises(ValueError, match="`axis_name`"):
+        knn(q, r, 1, axis_name="data")
+
+
+def test_sharded_k_is_checked_against_the_global_rows():
+    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+    q, r = _data(0, num_reference=NUM_DEVICES * 2)
+    ok = jax.shard_map(
+        lambda q, r: knn(q, r, 16, axis_name="data"),
+        mesh=mesh,
+        in_specs=(P(), P("data")),
+        out_specs=P(),
+    )
+    assert ok(q, r)[1].shape == (q.shape[0], 16)
+    too_many = jax.shard_map(
+        lambda q, r: knn(q, r, 17, axis_name="data"),
+        mesh=mesh,
+        in_specs=(P(), P("data")),
+        out_specs=P(),
+    )
+    with pytest.raises(ValueError, match="`k`"):
+        too_many(q, r)
