@@ -229,3 +229,24 @@ def test_sharded_k_is_checked_against_the_global_rows():
     )
     with pytest.raises(ValueError, match="`k`"):
         too_many(q, r)
+
+
+@pytest.mark.parametrize("block_size", [None, 2])
+def test_sharded_ties_across_devices_go_to_the_lower_index(block_size):
+    # All 40 rows equal, 5 per device: the 12 lowest global indices, in order.
+    q = np.ones((2, 3), np.float32)
+    r = np.tile(np.array([[0.5, -1.0, 2.0]], np.float32), (NUM_DEVICES * 5, 1))
+    dist, idx = _sharded_knn(12, "euclidean", block_size, False)(q, r)
+    np.testing.assert_array_equal(np.asarray(idx), np.tile(np.arange(12), (2, 1)))
+    np.testing.assert_array_equal(
+        np.asarray(dist), np.asarray(knn(q, r, 12, metric="euclidean")[0])
+    )
+
+
+def test_bfloat16_inputs_give_float32_distances():
+    q, r = _data(7, ties=False)
+    dist, idx = knn(jnp.asarray(q, jnp.bfloat16), jnp.asarray(r, jnp.bfloat16), 4)
+    assert dist.dtype == jnp.float32 and idx.dtype == jnp.int32
+    q16 = np.asarray(jnp.asarray(q, jnp.bfloat16).astype(jnp.float32))
+    r16 = np.asarray(jnp.asarray(r, jnp.bfloat16).astype(jnp.float32))
+    _assert_matches((dist, idx), _numpy_knn(q16, r16, 4, "cosine"))
