@@ -5,7 +5,7 @@ are pure functions of arrays that run under ``jit``, ``vmap``,
 ``jax.shard_map`` and ``jax.pmap``; none of them needs a Flax or optax object.
 """
 
-from jaxmetric import distances, losses, memory, metrics, mining, parallel
+from jaxmetric import distances, losses, memory, metrics, mining, parallel, search
 from jaxmetric.distances import l2_normalize, pairwise_distances, pairwise_similarities
 from jaxmetric.losses import (
     angular_loss,
@@ -66,6 +66,7 @@ __all__ = [
     "parallel",
     "proxy_anchor_loss",
     "proxy_nca_loss",
+    "search",
     "simclr_loss",
     "simsiam_loss",
     "soft_nearest_neighbor_loss",
