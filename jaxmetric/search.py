@@ -1,4 +1,4 @@
-"""Exact k-nearest-neighbour search.
+"""Exact k-nearest-neighbour search, and an ``Index`` of a gallery.
 
 ``knn`` returns, for every query row, the ``k`` reference rows closest to it
 (cosine or Euclidean distance), exactly: optionally blockwise over the
@@ -17,10 +17,14 @@ block size and the number of devices.
 
 from __future__ import annotations
 
+import json
 import numbers
+import os
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxmetric import _checks, parallel
 from jaxmetric.distances import l2_normalize, safe_sqrt
@@ -197,3 +201,143 @@ def knn(
 def _pad(x: jax.Array, rows: int, value) -> jax.Array:
     widths = [(0, rows - x.shape[0])] + [(0, 0)] * (x.ndim - 1)
     return jnp.pad(x, widths, constant_values=value)
+
+
+class Index:
+    """A gallery of embeddings (and optionally labels) to search with ``knn``.
+
+    ``add`` appends rows, ``search`` returns the ``k`` nearest gallery rows of
+    each query (their distances, gallery indices and, where labels were
+    added, their labels), ``save`` writes the index to one ``.npz`` file
+    atomically (a process killed while saving leaves the previous file), and
+    ``Index.load`` reads it back, refusing another dimension or metric than
+    the caller expects.
+
+    Example:
+      >>> import numpy as np
+      >>> from jaxmetric.search import Index
+      >>> index = Index(2)
+      >>> index.add(np.array([[1.0, 0.0], [0.0, 1.0]]), labels=np.array([7, 9]))
+      >>> _, idx, labels = index.search(np.array([[0.1, 1.0]]), k=1)
+      >>> int(idx[0, 0]), int(labels[0, 0])
+      (1, 9)
+    """
+
+    FORMAT = 1
+
+    def __init__(self, dim: int, *, metric: str = "cosine") -> None:
+        self.dim = _check_int(dim, "dim")
+        if metric not in KNN_METRICS:
+            raise ValueError(f"`metric` must be one of {KNN_METRICS}, got {metric!r}.")
+        self.metric = metric
+        self._embeddings = np.zeros((0, self.dim), np.float32)
+        self._labels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self._embeddings.shape[0])
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """The gallery [N, dim] (float32, read-only view)."""
+        view = self._embeddings.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        """The gallery's labels [N] (int), or None if added without."""
+        return self._labels
+
+    def add(self, embeddings: Any, labels: Any = None) -> None:
+        """Appends embeddings [n, dim] (and their int labels [n]: given with
+        every ``add`` or with none)."""
+        x = np.asarray(embeddings, np.float32)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(
+                f"`embeddings` must have shape [n, {self.dim}] (the index's `dim`), got {x.shape}."
+            )
+        if not np.all(np.isfinite(x)):
+            raise ValueError("`embeddings` contain NaN or Inf values.")
+        if labels is None:
+            if self._labels is not None:
+                raise ValueError("`labels` are required: earlier rows were added with labels.")
+        else:
+            y = np.asarray(labels)
+            if y.shape != (x.shape[0],) or not np.issubdtype(y.dtype, np.integer):
+                raise ValueError(
+                    f"`labels` must be ints of shape [{x.shape[0]}], got {y.dtype} {y.shape}."
+                )
+            if self._labels is None and len(self):
+                raise ValueError("`labels` were given, but earlier rows were added without.")
+            old = self._labels if self._labels is not None else np.zeros(0, np.int64)
+            self._labels = np.concatenate([old, y.astype(np.int64)])
+        self._embeddings = np.concatenate([self._embeddings, x])
+
+    def search(
+        self, queries: Any, k: int, *, block_size: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(distances [Q, k] ascending, gallery indices [Q, k], their labels
+        [Q, k] or None) of the ``k`` nearest gallery rows of each query."""
+        q = np.asarray(queries, np.float32)
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ValueError(
+                f"`queries` must have shape [Q, {self.dim}] (the index's `dim`), got {q.shape}."
+            )
+        if not len(self):
+            raise ValueError("The index is empty: `add` embeddings first.")
+        dist, idx = knn(
+            jnp.asarray(q),
+            jnp.asarray(self._embeddings),
+            k,
+            metric=self.metric,
+            block_size=block_size,
+        )
+        idx = np.asarray(idx)
+        labels = None if self._labels is None else self._labels[idx]
+        return np.asarray(dist), idx, labels
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes the index to ``path`` (an ``.npz`` file) atomically."""
+        path = os.fspath(path)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        arrays = {
+            "embeddings": self._embeddings,
+            "meta": np.asarray(
+                json.dumps({"format": self.FORMAT, "dim": self.dim, "metric": self.metric})
+            ),
+        }
+        if self._labels is not None:
+            arrays["labels"] = self._labels
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike, *, dim: int | None = None, metric: str | None = None
+    ) -> Index:
+        """Reads an index ``save`` wrote. ``dim`` / ``metric``, when given,
+        must be the saved ones (a ValueError names the one that differs)."""
+        path = os.fspath(path)
+        with np.load(path) as data:
+            if "meta" not in data:
+                raise ValueError(f"{path} is not a jaxmetric.search.Index file.")
+            meta = json.loads(str(data["meta"]))
+            if meta.get("format") != cls.FORMAT:
+                raise ValueError(f"{path}: unknown index format {meta.get('format')!r}.")
+            if dim is not None and dim != meta["dim"]:
+                raise ValueError(f"`dim`={dim} differs from the saved index's {meta['dim']}.")
+            if metric is not None and metric != meta["metric"]:
+                raise ValueError(
+                    f"`metric`={metric!r} differs from the saved index's {meta['metric']!r}."
+                )
+            index = cls(meta["dim"], metric=meta["metric"])
+            index._embeddings = np.asarray(data["embeddings"], np.float32)
+            index._labels = np.asarray(data["labels"]) if "labels" in data else None
+        return index

@@ -10,6 +10,9 @@ exactly everywhere.
 from __future__ import annotations
 
 import functools
+import signal
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +20,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from jaxmetric.search import knn
+from jaxmetric.search import Index, knn
 
 NUM_DEVICES = 8
 
@@ -250,3 +253,100 @@ def test_bfloat16_inputs_give_float32_distances():
     q16 = np.asarray(jnp.asarray(q, jnp.bfloat16).astype(jnp.float32))
     r16 = np.asarray(jnp.asarray(r, jnp.bfloat16).astype(jnp.float32))
     _assert_matches((dist, idx), _numpy_knn(q16, r16, 4, "cosine"))
+
+
+# --------------------------------------------------------------------------- Index
+
+
+def _gallery(n=30, dim=8, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, dim)).astype(np.float32), rng.integers(0, 5, n)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_index_search_is_knn_over_everything_added(metric):
+    x, y = _gallery()
+    index = Index(8, metric=metric)
+    index.add(x[:12], labels=y[:12])
+    index.add(x[12:], labels=y[12:])
+    assert len(index) == 30
+    q = np.random.default_rng(1).normal(size=(5, 8)).astype(np.float32)
+    dist, idx, labels = index.search(q, k=4, block_size=7)
+    want_dist, want_idx = _numpy_knn(q, x, 4, metric)
+    np.testing.assert_array_equal(idx, want_idx)
+    np.testing.assert_allclose(dist, want_dist, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(labels, y[want_idx])
+
+
+def test_index_round_trips_through_save_and_load(tmp_path):
+    x, y = _gallery()
+    index = Index(8, metric="euclidean")
+    index.add(x, labels=y)
+    index.save(tmp_path / "gallery.npz")
+    back = Index.load(tmp_path / "gallery.npz", dim=8, metric="euclidean")
+    assert (back.dim, back.metric, len(back)) == (8, "euclidean", 30)
+    np.testing.assert_array_equal(back.embeddings, x)
+    np.testing.assert_array_equal(back.labels, y)
+    q = x[:3] + 0.01
+    for got, want in zip(back.search(q, 2), index.search(q, 2), strict=True):
+        np.testing.assert_array_equal(got, want)
+    unlabelled = Index(8)
+    unlabelled.add(x)
+    unlabelled.save(tmp_path / "plain.npz")
+    assert Index.load(tmp_path / "plain.npz").search(q, 1)[2] is None
+    with pytest.raises(ValueError, match="`dim`=16 differs"):
+        Index.load(tmp_path / "gallery.npz", dim=16)
+    with pytest.raises(ValueError, match="`metric`='cosine' differs"):
+        Index.load(tmp_path / "gallery.npz", metric="cosine")
+    np.savez(tmp_path / "other.npz", embeddings=x)
+    with pytest.raises(ValueError, match="not a jaxmetric.search.Index"):
+        Index.load(tmp_path / "other.npz")
+
+
+_KILLED_SAVE = """
+import os, signal, sys
+import numpy as np
+from jaxmetric.search import Index
+index = Index.load(sys.argv[1])
+index.add(np.ones((100, index.dim), np.float32), labels=np.zeros(100, int))
+os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # Dies with the new file written.
+index.save(sys.argv[1])
+"""
+
+
+def test_a_process_killed_while_saving_leaves_the_previous_index(tmp_path):
+    x, y = _gallery()
+    index = Index(8)
+    index.add(x, labels=y)
+    path = tmp_path / "gallery.npz"
+    index.save(path)
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLED_SAVE, str(path)], capture_output=True, text=True
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    back = Index.load(path)
+    assert len(back) == 30
+    np.testing.assert_array_equal(back.embeddings, x)
+
+
+def test_index_bad_input_names_the_argument():
+    with pytest.raises(ValueError, match="`dim`"):
+        Index(0)
+    with pytest.raises(ValueError, match="`metric`"):
+        Index(4, metric="hamming")
+    index = Index(4)
+    with pytest.raises(ValueError, match="index is empty"):
+        index.search(np.zeros((1, 4)), 1)
+    with pytest.raises(ValueError, match=r"`embeddings` must have shape \[n, 4\]"):
+        index.add(np.zeros((3, 5)))
+    with pytest.raises(ValueError, match="NaN"):
+        index.add(np.full((1, 4), np.nan))
+    index.add(np.eye(4), labels=np.arange(4))
+    with pytest.raises(ValueError, match="`labels` are required"):
+        index.add(np.eye(4))
+    with pytest.raises(ValueError, match="`labels` must be ints"):
+        index.add(np.eye(4), labels=np.zeros(3, int))
+    with pytest.raises(ValueError, match=r"`queries` must have shape \[Q, 4\]"):
+        index.search(np.zeros((2, 3)), 1)
+    with pytest.raises(ValueError, match="`k`"):
+        index.search(np.zeros((2, 4)), 5)
