@@ -131,7 +131,8 @@ class TfdsRecords(Sequence):
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
-    def _open(self):
+    def source(self):
+        """The TFDS data source (opened once per process)."""
         if self._source is not None:
             return self._source
         with self._lock:
@@ -149,11 +150,11 @@ class TfdsRecords(Sequence):
         return self._source
 
     def __len__(self) -> int:
-        return len(self._open())
+        return len(self.source())
 
     def read(self, indices: Sequence[int]) -> list[Any]:
         """The stored records at ``indices``, in one batched read."""
-        source = self._open()
+        source = self.source()
         return [r[self.image_key] for r in source.__getitems__([int(i) for i in indices])]
 
     def decode(self, record: Any, index: int) -> np.ndarray:
@@ -162,7 +163,7 @@ class TfdsRecords(Sequence):
         Raises:
           CorruptRecordError: naming the dataset, split and record index.
         """
-        self._open()
+        self.source()
         if not self._encoded:
             x = np.asarray(record)
             return x if x.ndim == 3 else x.reshape(*x.shape[:2], -1)
@@ -246,17 +247,12 @@ def _label_index(source: Any, split: str, label_key: str) -> tuple[str, str] | N
     return os.path.join(folder, f"jaxmetric-labels-{base}-{digest}.npz"), fingerprint
 
 
-def _labels(name: str, split: str, data_dir: str | None, image_key: str, label_key: str):
-    """Every label of a split. The first open reads them without decoding
-    any image (TFDS's ``SkipDecoding``, batched reads: about 60 us a record)
-    and writes a label index beside the dataset's files
-    (``jaxmetric-labels-<split>-*.npz``); later opens, on any host sharing
-    the folder, load that (milliseconds for a million records)."""
-    import tensorflow_datasets as tfds_lib
-
-    source = _data_source(
-        name, split, data_dir, decoders={image_key: tfds_lib.decode.SkipDecoding()}
-    )
+def _labels(source: Any, split: str, label_key: str) -> np.ndarray:
+    """Every label of a split, from its image source (``TfdsRecords``: encoded
+    images are not decoded). The first open reads them (batched reads:
+    about 60 us a record) and writes a label index beside the dataset's
+    files (``jaxmetric-labels-<split>-*.npz``); later opens, on any host
+    sharing the folder, load that (milliseconds for a million records)."""
     index = _label_index(source, split, label_key)
     if index is not None and os.path.exists(index[0]):
         try:
@@ -292,15 +288,16 @@ def tfds(
     Labels are read once, without decoding the images; images are read
     (and decoded, in the input pipeline's workers) per batch.
     """
-    source = _data_source(name, split, data_dir)
+    records = TfdsRecords(name, split, data_dir, image_key)
+    source = records.source()
     info = getattr(source, "dataset_info", None)
     num_classes = 0
     if info is not None and label_key in info.features:
         num_classes = int(info.features[label_key].num_classes)
-    labels = _labels(name, split, data_dir, image_key, label_key)
+    labels = _labels(source, split, label_key)
     if not num_classes:
         num_classes = int(labels.max()) + 1 if len(labels) else 0
-    return Split(TfdsRecords(name, split, data_dir, image_key), labels, num_classes)
+    return Split(records, labels, num_classes)
 
 
 def load(cfg) -> tuple[Split, Split]:
