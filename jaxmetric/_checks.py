@@ -6,6 +6,7 @@ before compilation with a ValueError that names the argument and its value.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import jax
@@ -92,6 +93,26 @@ def check_same_shape(a: jax.Array, b: jax.Array, name_a: str, name_b: str) -> No
         raise ValueError(
             f"`{name_a}` and `{name_b}` must have the same shape, got {a.shape} and {b.shape}."
         )
+
+
+def check_int(value: int, name: str, *, low: int = 1, high: int | None = None) -> int:
+    """Checks an int (not a bool) in [low, high] (no upper bound when
+    ``high`` is None)."""
+    ok = (
+        isinstance(value, numbers.Integral)
+        and not isinstance(value, bool)
+        and low <= value
+        and (high is None or value <= high)
+    )
+    if not ok:
+        if high is not None:
+            bound = f"an int in [{low}, {high}]"
+        elif low == 1:
+            bound = "a positive int"
+        else:
+            bound = f"an int >= {low}"
+        raise ValueError(f"`{name}` must be {bound}, got {value!r}.")
+    return int(value)
 
 
 def check_positive(value: float, name: str) -> float:

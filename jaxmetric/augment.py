@@ -200,6 +200,14 @@ def gaussian_blur(image: jax.Array, sigma: jax.Array, kernel_size: int) -> jax.A
     return sum(k[i] * rows[:, i : i + w] for i in range(kernel_size))
 
 
+def _float_image(image: jax.Array) -> jax.Array:
+    """An image [H, W] or [H, W, C], uint8 or float in [0, 1], as float
+    [H, W, C] in [0, 1]."""
+    if image.dtype == jnp.uint8:
+        image = image.astype(jnp.float32) / 255.0
+    return image[..., None] if image.ndim == 2 else image
+
+
 def simclr_color_view(
     key: jax.Array,
     image: jax.Array,
@@ -226,10 +234,7 @@ def simclr_color_view(
     Returns:
       The view [S, S, C], float32 in [0, 1].
     """
-    if image.dtype == jnp.uint8:
-        image = image.astype(jnp.float32) / 255.0
-    if image.ndim == 2:
-        image = image[..., None]
+    image = _float_image(image)
     k_jit, k_pj, k_gray, k_blur, k_pb = jax.random.split(key, 5)
     s = jitter_strength
     jittered = color_jitter(
@@ -264,10 +269,7 @@ def simclr_image_view(
     Returns:
       The view [size, size, C], float32 in [0, 1].
     """
-    if image.dtype == jnp.uint8:
-        image = image.astype(jnp.float32) / 255.0
-    if image.ndim == 2:
-        image = image[..., None]
+    image = _float_image(image)
     k_crop, k_flip, k_color = jax.random.split(key, 3)
     image = random_resized_crop(k_crop, image, size, scale=crop_scale)
     if flip:

@@ -18,7 +18,6 @@ block size and the number of devices.
 from __future__ import annotations
 
 import json
-import numbers
 import os
 from typing import Any
 
@@ -30,14 +29,6 @@ from jaxmetric import _checks, parallel
 from jaxmetric.distances import l2_normalize, safe_sqrt
 
 KNN_METRICS = ("cosine", "euclidean")
-
-
-def _check_int(value, name: str, *, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"`{name}` must be a Python int, got {value!r}.")
-    if value < low:
-        raise ValueError(f"`{name}` must be >= {low}, got {value!r}.")
-    return int(value)
 
 
 def _block_distances(
@@ -146,14 +137,14 @@ def knn(
     q, r = q.astype(dtype), r.astype(dtype)
     m = r.shape[0]
     num_devices = parallel.axis_size(axis_name)
-    k = _check_int(k, "k")
+    k = _checks.check_int(k, "k")
     if k > m * num_devices:
         where = f" ({num_devices} shards of {m})" if axis_name is not None else ""
         raise ValueError(
             f"`k` must be <= the number of reference rows {m * num_devices}{where}, got {k}."
         )
     if block_size is not None:
-        block_size = _check_int(block_size, "block_size")
+        block_size = _checks.check_int(block_size, "block_size")
     mask = _checks.check_mask(reference_mask, m, "reference_mask")
 
     q_sq = jnp.sum(jnp.square(q), axis=1)
@@ -226,7 +217,7 @@ class Index:
     FORMAT = 1
 
     def __init__(self, dim: int, *, metric: str = "cosine") -> None:
-        self.dim = _check_int(dim, "dim")
+        self.dim = _checks.check_int(dim, "dim")
         if metric not in KNN_METRICS:
             raise ValueError(f"`metric` must be one of {KNN_METRICS}, got {metric!r}.")
         self.metric = metric

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxmetric import _checks
 from jaxmetric.distances import l2_normalize
@@ -46,20 +45,6 @@ def check_labels(labels: jax.Array, batch: int, name: str) -> jax.Array:
     if minimum < 0:
         raise ValueError(f"`{name}` must be non-negative integers, got a minimum of {minimum}.")
     return labels
-
-
-def check_int(value: int, name: str, *, low: int = 1, high: int | None = None) -> int:
-    """Checks an int in [low, high] (no upper bound when ``high`` is None)."""
-    ok = isinstance(value, int | np.integer) and low <= value and (high is None or value <= high)
-    if not ok:
-        if high is not None:
-            bound = f"an int in [{low}, {high}]"
-        elif low == 1:
-            bound = "a positive int"
-        else:
-            bound = f"an int >= {low}"
-        raise ValueError(f"`{name}` must be {bound}, got {value!r}.")
-    return int(value)
 
 
 def check_same_dim(x: jax.Array, name: str, like: jax.Array, like_name: str) -> None:

@@ -59,12 +59,12 @@ def knn_predict(
     label + 1); the other arguments are those of `knn_accuracy`.
     """
     _common.check_metric(metric)
-    block_size = _common.check_int(block_size, "block_size")
+    block_size = _checks.check_int(block_size, "block_size")
     train_emb = _common.check_embeddings(train_emb, "train_emb")
     train_labels = _common.check_labels(train_labels, train_emb.shape[0], "train_labels")
     test_emb = _common.check_embeddings(test_emb, "test_emb")
     _common.check_same_dim(test_emb, "test_emb", train_emb, "train_emb")
-    k = _common.check_int(k, "k", high=train_emb.shape[0])
+    k = _checks.check_int(k, "k", high=train_emb.shape[0])
     if weighted:
         _checks.check_positive(temperature, "temperature")
     if num_classes is None:
@@ -293,9 +293,9 @@ def linear_probe_accuracy(
     _common.check_same_dim(test_emb, "test_emb", train_emb, "train_emb")
     _checks.check_non_negative(l2, "l2")
     _checks.check_positive(learning_rate, "learning_rate")
-    max_steps = _common.check_int(max_steps, "max_steps")
-    eval_every = _common.check_int(eval_every, "eval_every")
-    patience = _common.check_int(patience, "patience")
+    max_steps = _checks.check_int(max_steps, "max_steps")
+    eval_every = _checks.check_int(eval_every, "eval_every")
+    patience = _checks.check_int(patience, "patience")
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"`val_fraction` must be in (0, 1), got {val_fraction!r}.")
     n = train_emb.shape[0]

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpy.typing import ArrayLike
 
+from jaxmetric import _checks
 from jaxmetric.metrics import _common
 
 __all__ = [
@@ -143,9 +144,9 @@ def kmeans(
       ([0, 0, 1, 1], [[0.0, 0.5], [10.0, 0.5]], 1.0)
     """
     x = _common.check_embeddings(x, "x")
-    k = _common.check_int(k, "k", high=x.shape[0])
-    num_iters = _common.check_int(num_iters, "num_iters", low=0)
-    n_init = _common.check_int(n_init, "n_init")
+    k = _checks.check_int(k, "k", high=x.shape[0])
+    num_iters = _checks.check_int(num_iters, "num_iters", low=0)
+    n_init = _checks.check_int(n_init, "n_init")
     if init is not None:
         init = jnp.asarray(init, jnp.float32)
         if init.shape != (k, x.shape[1]):

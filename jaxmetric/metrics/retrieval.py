@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmetric import _checks
 from jaxmetric.metrics import _common
 from jaxmetric.metrics._common import RETRIEVAL_METRICS
 
@@ -197,7 +198,7 @@ def retrieval_metrics(
       (1.0, 1.0)
     """
     _common.check_metric(metric)
-    block_size = _common.check_int(block_size, "block_size")
+    block_size = _checks.check_int(block_size, "block_size")
     ks = tuple(recall_at)
     for k in ks:
         if not isinstance(k, int | np.integer) or k < 1:

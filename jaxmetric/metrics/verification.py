@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmetric import _checks
 from jaxmetric.distances import l2_normalize
 from jaxmetric.metrics import _common
 
@@ -206,7 +207,7 @@ def verification_pairs(
             raise ValueError(f"{n} rows give too many pairs; pass `num_pairs`.")
         i, j = np.triu_indices(n, k=1)
     else:
-        num_pairs = _common.check_int(num_pairs, "num_pairs")
+        num_pairs = _checks.check_int(num_pairs, "num_pairs")
         rng = np.random.default_rng(seed)
         classes, inverse, counts = np.unique(lab, return_inverse=True, return_counts=True)
         eligible = np.flatnonzero(counts[inverse] >= 2)
