@@ -7,6 +7,7 @@ are pure functions of arrays that run under ``jit``, ``vmap``,
 
 from jaxmetric import distances, losses, memory, metrics, mining, parallel, search
 from jaxmetric.distances import l2_normalize, pairwise_distances, pairwise_similarities
+from jaxmetric.grad_cache import chunked_value_and_grad
 from jaxmetric.losses import (
     angular_loss,
     arcface_loss,
@@ -42,6 +43,7 @@ __all__ = [
     "arcface_loss",
     "barlow_twins_loss",
     "byol_loss",
+    "chunked_value_and_grad",
     "circle_loss",
     "contrastive_loss",
     "cosface_loss",
