@@ -7,7 +7,8 @@ One module per job:
 - `classification`: the kNN classifier (`knn_predict`, `knn_accuracy`) and
   the linear probe (`linear_probe_accuracy`);
 - `verification`: ROC AUC, TAR@FAR and best accuracy of scored pairs
-  (`verification_metrics`, `verification_pairs`);
+  (`verification_metrics`, `verification_pairs`), thresholds and open-set
+  search after training (`calibrate`, `match`, `open_set_identification`);
 - `clustering`: `kmeans`, `normalized_mutual_info`, `adjusted_mutual_info`
   and `clustering_metrics`;
 - `report`: all of them at once on a train / test split (`evaluate_embeddings`).
@@ -39,19 +40,30 @@ from jaxmetric.metrics.clustering import (
 )
 from jaxmetric.metrics.report import evaluate_embeddings
 from jaxmetric.metrics.retrieval import retrieval_metrics
-from jaxmetric.metrics.verification import verification_metrics, verification_pairs
+from jaxmetric.metrics.verification import (
+    Calibration,
+    calibrate,
+    match,
+    open_set_identification,
+    verification_metrics,
+    verification_pairs,
+)
 
 __all__ = [
     "RETRIEVAL_METRICS",
+    "Calibration",
     "KMeansResult",
     "adjusted_mutual_info",
+    "calibrate",
     "clustering_metrics",
     "evaluate_embeddings",
     "kmeans",
     "knn_accuracy",
     "knn_predict",
     "linear_probe_accuracy",
+    "match",
     "normalized_mutual_info",
+    "open_set_identification",
     "retrieval_metrics",
     "verification_metrics",
     "verification_pairs",
