@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from jaxmetric import search
 from jaxmetric.search import Index, knn
 
 NUM_DEVICES = 8
@@ -131,6 +132,54 @@ def test_euclidean_is_not_squared_and_never_nan():
     assert float(dist[1, 0]) == 0.0
 
 
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize(
+    ("k", "num_reference", "block_size"),
+    [(3, 1000, None), (6, 1003, None), (4, 1003, 600), (2, 997, 300)],
+)
+def test_long_rows_select_through_column_groups_exactly(metric, k, num_reference, block_size):
+    # Rows of >= search.GROUPED_MIN_COLUMNS_PER_K * k columns take the grouped
+    # top-k (also rows of a running merge: k + block columns); duplicated rows
+    # tie across groups, a column count that GROUP does not divide pads.
+    assert num_reference >= search.GROUPED_MIN_COLUMNS_PER_K * k
+    q, r = _data(k + num_reference, num_queries=7, num_reference=num_reference)
+    expected = _numpy_knn(q, r, k, metric)
+    _assert_matches(knn(q, r, k, metric=metric, block_size=block_size), expected)
+    mask = np.random.default_rng(k).random(num_reference) < 0.3
+    _assert_matches(
+        knn(q, r, k, metric=metric, reference_mask=mask, block_size=block_size),
+        _numpy_knn(q, r, k, metric, mask),
+    )
+
+
+def test_long_rows_of_equal_distances_keep_the_lowest_indices():
+    r = np.tile(np.array([[1.0, 2.0]], np.float32), (1000, 1))
+    dist, idx = knn(np.ones((2, 2), np.float32), r, 5)
+    np.testing.assert_array_equal(np.asarray(idx), np.tile(np.arange(5), (2, 1)))
+
+
+def test_automatic_blocks_equal_a_single_block(monkeypatch):
+    # Few distances per block, so that the default cuts the reference.
+    monkeypatch.setattr(search, "AUTO_BLOCK_DISTANCES", 7 * 50)
+    monkeypatch.setattr(search, "MIN_AUTO_BLOCK", 8)
+    q, r = _data(9, num_queries=7, num_reference=200)
+    _assert_matches(knn(q, r, 6), _numpy_knn(q, r, 6, "cosine"))
+
+
+def test_approximate_search_reaches_its_recall_target():
+    # Exact on CPU (XLA computes approx_max_k exactly there); on TPU the
+    # measured recall is what the target promises.
+    rng = np.random.default_rng(0)
+    q = rng.normal(size=(64, 16)).astype(np.float32)
+    r = rng.normal(size=(4096, 16)).astype(np.float32)
+    _, exact = _numpy_knn(q, r, 10, "cosine")
+    _, idx = knn(q, r, 10, recall_target=0.9)
+    recall = np.mean(
+        [len(set(a) & set(b)) / 10 for a, b in zip(np.asarray(idx), exact, strict=True)]
+    )
+    assert recall >= 0.9
+
+
 def test_jit():
     q, r = _data(3)
     mask = np.arange(40) % 3 != 0
@@ -198,6 +247,8 @@ def test_bad_inputs_name_the_argument():
         knn(q, r, 0)
     with pytest.raises(ValueError, match="`k`"):
         knn(q, r, 2.0)
+    with pytest.raises(ValueError, match="`recall_target`"):
+        knn(q, r, 2, recall_target=1.5)
     with pytest.raises(ValueError, match="`queries`"):
         knn(q[0], r, 1)
     with pytest.raises(ValueError, match="`reference`"):
@@ -278,6 +329,26 @@ def test_index_search_is_knn_over_everything_added(metric):
     np.testing.assert_array_equal(labels, y[want_idx])
 
 
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_index_sharded_over_a_mesh_and_in_query_blocks_equals_knn(metric, tmp_path):
+    # 8 devices, 45 rows: the shards are padded with masked rows.
+    q, r = _data(11, num_queries=9, num_reference=45)
+    labels = np.arange(45) % 4
+    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("gallery",))
+    index = Index(5, metric=metric, mesh=mesh)
+    index.add(r[:20], labels[:20])
+    index.search(q, 3)  # Puts the first 20 rows on the devices ...
+    index.add(r[20:], labels[20:])  # ... which the next search must not reuse.
+    expected = _numpy_knn(q, r, 7, metric)
+    for query_block in (4, 9, 100):
+        dist, idx, found = index.search(q, 7, query_block=query_block)
+        _assert_matches((dist, idx), expected)
+        np.testing.assert_array_equal(found, labels[idx])
+    index.save(tmp_path / "g.npz")
+    loaded = Index.load(tmp_path / "g.npz", mesh=mesh)
+    _assert_matches(loaded.search(q, 7)[:2], expected)
+
+
 def test_index_round_trips_through_save_and_load(tmp_path):
     x, y = _gallery()
     index = Index(8, metric="euclidean")
@@ -341,6 +412,14 @@ def test_index_bad_input_names_the_argument():
         index.add(np.zeros((3, 5)))
     with pytest.raises(ValueError, match="NaN"):
         index.add(np.full((1, 4), np.nan))
+    unlabelled = Index(4)
+    unlabelled.add(np.ones((3, 4)))
+    with pytest.raises(ValueError, match="`k`"):
+        unlabelled.search(np.ones((1, 4)), 4)
+    with pytest.raises(ValueError, match="`query_block`"):
+        unlabelled.search(np.ones((1, 4)), 1, query_block=0)
+    with pytest.raises(ValueError, match="`mesh`"):
+        Index(4, mesh=jax.sharding.Mesh(np.array(jax.devices()).reshape(2, 4), ("a", "b")))
     index.add(np.eye(4), labels=np.arange(4))
     with pytest.raises(ValueError, match="`labels` are required"):
         index.add(np.eye(4))
