@@ -1,6 +1,7 @@
 """Clustering: k-means in JAX, and the NMI / AMI of a clustering against classes.
 
-`kmeans` (Lloyd's algorithm with k-means++ seeding) runs under ``jit``;
+`kmeans` (Lloyd's algorithm, k-means++ or random seeding, a blockwise
+assignment in O(block * k) memory) runs under ``jit``;
 `normalized_mutual_info` and `adjusted_mutual_info` are exact NumPy
 computations on the [classes, clusters] contingency table, with
 scikit-learn's conventions for degenerate labelings.
@@ -40,13 +41,105 @@ class KMeansResult(NamedTuple):
     centroids: jax.Array  # [k, D]
     labels: jax.Array  # [N] int32 cluster of each row
     inertia: jax.Array  # scalar: sum of squared distances to the assigned centroid
+    num_iters: jax.Array  # scalar int32: Lloyd iterations run (fewer than asked once converged)
 
 
-def _assign(x, x_sq, centroids):
-    d = x_sq[:, None] + jnp.sum(jnp.square(centroids), axis=1)[None, :] - 2.0 * x @ centroids.T
-    d = jnp.maximum(d, 0.0)
-    labels = jnp.argmin(d, axis=1)
-    return labels, jnp.sum(jnp.min(d, axis=1))
+_INITS = ("k-means++", "random")
+_TILE = 2**20  # Default block_size: about this many [block, k] distances (4 MiB) at a time.
+
+
+def _default_block_size(n: int, k: int) -> int:
+    """The largest power of two <= 2^20 / k, within [128, 8192], and at most ``n``."""
+    block = 1 << max(int(_TILE // k).bit_length() - 1, 0)
+    return min(max(block, 128), 8192, n)
+
+
+def _assign(x, x_sq, centroids, block_size):
+    """Nearest centroid of every row, block by block: labels [N] int32, squared distances [N].
+
+    A block of ``block_size`` rows at a time: the [k, block] keys
+    ``||c||^2 - 2 c.x`` (the squared distance less the row's ``||x||^2``: same
+    order) come from one GEMM, their minimum from a reduction, and the label
+    is the lowest centroid index reaching the minimum (ties to the lower
+    index). Memory is O(block_size * k), never O(N * k). The last block is
+    shifted back to end at row N (it overlaps the one before; its overlapping
+    rows get the same labels again), so every block is full and no padded
+    copy of ``x`` is made.
+    """
+    n = x.shape[0]
+    k = centroids.shape[0]
+    c_sq = jnp.sum(jnp.square(centroids), axis=1)[:, None]
+    minus_2c = -2.0 * centroids  # Exact (a power of two): the keys are those of c.x.
+    index = jnp.arange(k, dtype=jnp.float32)[:, None]  # Exact up to 2^24 centroids.
+
+    def block(i, carry):
+        labels, keys = carry
+        start = jnp.minimum(i * block_size, n - block_size)
+        xb = jax.lax.dynamic_slice_in_dim(x, start, block_size)
+        # [k, block] rather than [block, k]: the reductions run over the major axis,
+        # vectorised across the block's rows (twice as fast on CPU as over the minor one).
+        key = minus_2c @ xb.T + c_sq
+        best = jnp.min(key, axis=0)
+        # argmin as min over the indices reaching the minimum: two plain reductions, much
+        # faster on CPU than the variadic (value, index) one of jnp.argmin. A NaN row
+        # reaches no minimum: clipped to the last centroid.
+        label = jnp.min(jnp.where(key == best[None, :], index, jnp.inf), axis=0)
+        label = jnp.minimum(label, k - 1).astype(jnp.int32)
+        labels = jax.lax.dynamic_update_slice_in_dim(labels, label, start, 0)
+        keys = jax.lax.dynamic_update_slice_in_dim(keys, best, start, 0)
+        return labels, keys
+
+    init = (jnp.zeros((n,), jnp.int32), jnp.zeros((n,), x.dtype))
+    labels, keys = jax.lax.fori_loop(0, -(-n // block_size), block, init)
+    return labels, jnp.maximum(keys + x_sq, 0.0)
+
+
+def _update(x, labels, dist, centroids):
+    """Lloyd's update: each centroid moves to the mean of its rows.
+
+    Empty clusters are re-seeded as scikit-learn does: the e-th empty cluster
+    (in index order) takes the e-th farthest row from its assigned centroid
+    (distances descending, ties to the lower row), which leaves its old
+    cluster. A cluster that still has no row (its only row moved) keeps its
+    centroid.
+    """
+    k = centroids.shape[0]
+    sums = jax.ops.segment_sum(x, labels, num_segments=k)
+    counts = jax.ops.segment_sum(jnp.ones_like(dist), labels, num_segments=k)
+    empty = counts == 0
+
+    def reseed(sums_counts):
+        sums, counts = sums_counts
+        far = jax.lax.top_k(dist, k)[1]  # [k] rows, farthest first.
+        rank = jnp.cumsum(empty) - 1  # Rank of each empty cluster among the empty ones.
+        row = far[jnp.maximum(rank, 0)]  # [k] the row each empty cluster takes.
+        moved = jnp.where(empty[:, None], x[row], 0.0)
+        sums = sums - jax.ops.segment_sum(moved, labels[row], num_segments=k)
+        counts = counts - jax.ops.segment_sum(empty.astype(counts.dtype), labels[row], k)
+        sums = jnp.where(empty[:, None], moved, sums)
+        counts = jnp.where(empty, 1.0, counts)
+        return sums, counts
+
+    sums, counts = jax.lax.cond(jnp.any(empty), reseed, lambda sc: sc, (sums, counts))
+    filled = counts[:, None] > 0
+    return jnp.where(filled, sums / jnp.where(filled, counts[:, None], 1.0), centroids)
+
+
+def _lloyd(x, x_sq, centroids, num_iters, tol, block_size):
+    def cond(state):
+        i, _, shift = state
+        return (i < num_iters) & (shift > tol)
+
+    def body(state):
+        i, centroids, _ = state
+        labels, dist = _assign(x, x_sq, centroids, block_size)
+        new = _update(x, labels, dist, centroids)
+        return i + 1, new, jnp.sum(jnp.square(new - centroids))
+
+    state = (jnp.int32(0), centroids, jnp.asarray(jnp.inf, x.dtype))
+    iters, centroids, _ = jax.lax.while_loop(cond, body, state)
+    labels, dist = _assign(x, x_sq, centroids, block_size)
+    return KMeansResult(centroids, labels, jnp.sum(dist), iters)
 
 
 def _kmeans_pp(x, x_sq, k, key):
@@ -71,29 +164,26 @@ def _kmeans_pp(x, x_sq, k, key):
     return centroids
 
 
-def _lloyd(x, x_sq, centroids, num_iters):
-    k = centroids.shape[0]
-
-    def body(_, centroids):
-        labels, _ = _assign(x, x_sq, centroids)
-        sums = jax.ops.segment_sum(x, labels, num_segments=k)
-        counts = jax.ops.segment_sum(jnp.ones(x.shape[0], x.dtype), labels, num_segments=k)
-        # An empty cluster keeps its centroid.
-        return jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1.0)[:, None], centroids)
-
-    centroids = jax.lax.fori_loop(0, num_iters, body, centroids)
-    labels, inertia = _assign(x, x_sq, centroids)
-    return KMeansResult(centroids, labels.astype(jnp.int32), inertia)
+def _random_init(x, k, key):
+    """k distinct rows of ``x``, uniformly at random (faiss's default seeding)."""
+    return x[jax.random.choice(key, x.shape[0], (k,), replace=False)]
 
 
-@functools.partial(jax.jit, static_argnames=("k", "num_iters", "n_init"))
-def _kmeans(x, key, init, *, k, num_iters, n_init):
+@functools.partial(jax.jit, static_argnames=("k", "num_iters", "n_init", "init", "block_size"))
+def _kmeans(x, key, centroids, tol, *, k, num_iters, n_init, init, block_size):
     x_sq = jnp.sum(jnp.square(x), axis=1)
-    if init is not None:
-        return _lloyd(x, x_sq, init, num_iters)
-    runs = jax.vmap(lambda kk: _lloyd(x, x_sq, _kmeans_pp(x, x_sq, k, kk), num_iters))(
-        jax.random.split(key, n_init)
-    )
+    # scikit-learn's tolerance: relative to the mean variance of the features.
+    tol = tol * jnp.mean(jnp.var(x, axis=0))
+    if centroids is not None:
+        return _lloyd(x, x_sq, centroids, num_iters, tol, block_size)
+    seed = _kmeans_pp if init == "k-means++" else lambda x, _, k, key: _random_init(x, k, key)
+
+    def run(run_key):
+        return _lloyd(x, x_sq, seed(x, x_sq, k, run_key), num_iters, tol, block_size)
+
+    # One run after the other (a vmap would hold n_init runs' blocks at once and run
+    # each while_loop as long as the longest).
+    runs = jax.lax.map(run, jax.random.split(key, n_init))
     best = jnp.argmin(runs.inertia)  # First of equal inertias.
     return jax.tree.map(lambda a: a[best], runs)
 
@@ -105,30 +195,61 @@ def kmeans(
     key: jax.Array,
     num_iters: int = 100,
     n_init: int = 3,
-    init: jax.Array | None = None,
+    init: str | ArrayLike | None = "k-means++",
+    tol: float = 1e-4,
+    block_size: int | None = None,
 ) -> KMeansResult:
-    r"""k-means (Lloyd's algorithm) with k-means++ seeding, in JAX.
+    r"""k-means (Lloyd's algorithm), blockwise, in JAX.
 
     Minimises the inertia :math:`\sum_i \min_c \lVert x_i - \mu_c \rVert^2`.
-    Each of ``n_init`` runs seeds its centroids with k-means++ (Arthur &
-    Vassilvitskii 2007: the first uniformly, each next one drawn with
-    probability proportional to the squared distance to the nearest centroid
-    chosen so far), then runs ``num_iters`` Lloyd iterations (assign to the
-    nearest centroid, ties to the lower centroid index; move each centroid to
-    the mean of its rows; an empty cluster keeps its centroid). The run with
-    the lowest inertia is returned. The runs are ``vmap``-ed and the loops are
-    ``fori_loop``-s: a fixed amount of work, deterministic given ``key``.
+    Each of ``n_init`` runs seeds its k centroids, then runs Lloyd
+    iterations: assign every row to its nearest centroid (ties to the lower
+    centroid index), move each centroid to the mean of its rows. It stops
+    after ``num_iters`` iterations, or earlier once the centroids move by at
+    most ``tol`` times the mean feature variance,
+    :math:`\sum_c \lVert \mu_c^{new} - \mu_c \rVert^2 \le \mathrm{tol} \cdot
+    \overline{\mathrm{Var}}(x)` (scikit-learn's rule; ``tol=0`` stops only at
+    a fixed point, where further iterations would change nothing). The run
+    with the lowest inertia is returned (the first of equal ones).
+
+    Seeding (``init``):
+
+    - ``"k-means++"`` (the default, as before): Arthur & Vassilvitskii's D^2
+      sampling (the first centroid uniformly, each next one with probability
+      proportional to the squared distance to the nearest one chosen so
+      far). Good seeds, but k sequential passes over the data: fine for tens
+      or hundreds of clusters, slow for thousands.
+    - ``"random"``: k distinct rows drawn uniformly with ``key`` (faiss's
+      default): one pass, for large k (e.g. a coarse quantiser's 1,000+).
+    - a [k, D] array: these initial centroids, one run (``n_init`` and
+      ``key`` unused).
+
+    The assignment runs ``block_size`` rows at a time: one [k, block] GEMM of
+    :math:`\lVert c\rVert^2 - 2\, c \cdot x` (the squared distance less
+    :math:`\lVert x\rVert^2`) and a min-reduction per block, so memory is
+    O(block_size * k), never O(N * k). The update is a ``segment_sum`` of the
+    rows by label. An empty cluster is re-seeded as scikit-learn does: the
+    e-th empty cluster (in index order) takes the row e-th farthest from its
+    assigned centroid (ties to the lower row), which leaves its old cluster;
+    deterministic. Everything runs in one ``jit`` (a ``while_loop`` of
+    Lloyd iterations, the runs one after the other): deterministic given
+    ``key``.
 
     Args:
       x: [N, D] float data.
       k: number of clusters, in [1, N].
       key: PRNG key of the seeding.
-      num_iters: Lloyd iterations per run, >= 0.
+      num_iters: at most this many Lloyd iterations per run, >= 0.
       n_init: number of seeded runs, >= 1.
-      init: optional [k, D] initial centroids (then a single run, no seeding).
+      init: ``"k-means++"``, ``"random"``, or [k, D] initial centroids
+        (``None`` means ``"k-means++"``).
+      tol: relative tolerance of the stop, >= 0 (scikit-learn's default).
+      block_size: rows per assignment block, >= 1; by default about 2^20 / k
+        (a power of two in [128, 8192]), at most N.
 
     Returns:
-      A `KMeansResult` (centroids [k, D], labels [N], inertia).
+      A `KMeansResult` (centroids [k, D], labels [N] int32, inertia, and
+      num_iters: the Lloyd iterations the returned run made).
 
     Reference:
       Lloyd, "Least squares quantization in PCM", 1982; Arthur & Vassilvitskii,
@@ -142,16 +263,44 @@ def kmeans(
       >>> result = kmeans(x, 2, key=jax.random.key(0), init=x[:3:2])
       >>> result.labels.tolist(), result.centroids.tolist(), float(result.inertia)
       ([0, 0, 1, 1], [[0.0, 0.5], [10.0, 0.5]], 1.0)
+      >>> int(result.num_iters)  # The second iteration moved nothing: stopped.
+      2
+      >>> kmeans(x, 2, key=jax.random.key(0), init="random").labels.tolist()
+      [0, 0, 1, 1]
     """
     x = _common.check_embeddings(x, "x")
-    k = _checks.check_int(k, "k", high=x.shape[0])
+    n, dim = x.shape
+    k = _checks.check_int(k, "k", high=n)
     num_iters = _checks.check_int(num_iters, "num_iters", low=0)
     n_init = _checks.check_int(n_init, "n_init")
-    if init is not None:
-        init = jnp.asarray(init, jnp.float32)
-        if init.shape != (k, x.shape[1]):
-            raise ValueError(f"`init` must have shape {(k, x.shape[1])}, got {init.shape}.")
-    return _kmeans(x, key, init, k=k, num_iters=num_iters, n_init=n_init)
+    tol = _checks.check_non_negative(tol, "tol")
+    if block_size is None:
+        block_size = _default_block_size(n, k)
+    block_size = min(_checks.check_int(block_size, "block_size"), n)
+    centroids = None
+    if init is None:
+        init = "k-means++"
+    if isinstance(init, str):
+        init = _checks.check_choice(init, _INITS, "init")
+    else:
+        centroids = jnp.asarray(init)
+        if centroids.shape != (k, dim) or not jnp.issubdtype(centroids.dtype, jnp.floating):
+            raise ValueError(
+                f"`init` must be {_INITS[0]!r}, {_INITS[1]!r} or a float array of shape "
+                f"{(k, dim)}, got {centroids.dtype} of shape {centroids.shape}."
+            )
+        centroids, init = centroids.astype(jnp.float32), None
+    return _kmeans(
+        x,
+        key,
+        centroids,
+        tol,
+        k=k,
+        num_iters=num_iters,
+        n_init=n_init,
+        init=init,
+        block_size=block_size,
+    )
 
 
 # --------------------------------------------------------------------------------------

@@ -16,26 +16,129 @@ from ._common import clustered
 
 
 def np_lloyd(x, init, num_iters):
-    c = init.astype(np.float64).copy()
+    """Lloyd in float64, by direct differences; an empty cluster takes the farthest row.
+
+    The e-th empty cluster (in index order) takes the e-th farthest row from its
+    assigned centroid (a stable sort: ties to the lower row), which leaves its cluster.
+    """
     x = x.astype(np.float64)
+    c = init.astype(np.float64).copy()
+
+    def assign(c):
+        d = ((x[:, None] - c[None]) ** 2).sum(-1)
+        labels = np.argmin(d, axis=1)  # The first minimum: ties to the lower centroid.
+        return labels, d[np.arange(len(x)), labels]
+
     for _ in range(num_iters):
-        labels = np.argmin(((x[:, None] - c[None]) ** 2).sum(-1), axis=1)
-        for j in range(len(c)):
-            if (labels == j).any():
-                c[j] = x[labels == j].mean(axis=0)
-    labels = np.argmin(((x[:, None] - c[None]) ** 2).sum(-1), axis=1)
-    return c, labels
+        labels, dist = assign(c)
+        sums = np.zeros_like(c)
+        np.add.at(sums, labels, x)
+        counts = np.bincount(labels, minlength=len(c)).astype(np.float64)
+        empty = np.flatnonzero(counts == 0)
+        far = np.argsort(-dist, kind="stable")[: len(empty)]
+        for j, i in zip(empty, far, strict=True):
+            sums[labels[i]] -= x[i]
+            counts[labels[i]] -= 1
+            sums[j], counts[j] = x[i], 1
+        filled = counts > 0
+        c[filled] = sums[filled] / counts[filled, None]
+    labels, dist = assign(c)
+    return c, labels, dist.sum()
 
 
-def test_kmeans_lloyd_matches_numpy_from_the_same_init():
+def check_against_numpy(got, x, init, num_iters):
+    c, labels, inertia = np_lloyd(x, init, num_iters)
+    np.testing.assert_array_equal(np.asarray(got.labels), labels)
+    np.testing.assert_allclose(np.asarray(got.centroids), c, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(float(got.inertia), inertia, rtol=1e-5)
+
+
+@pytest.mark.parametrize("num_iters", [0, 1, 3, 10])
+def test_kmeans_lloyd_matches_numpy_from_the_same_init(num_iters):
     x, _ = clustered(200, num_classes=5, spread=1.5)
     init = x[:5]
-    got = metrics.kmeans(x, 5, key=jax.random.key(0), num_iters=10, init=init)
-    c, labels = np_lloyd(x, init, 10)
-    np.testing.assert_array_equal(np.asarray(got.labels), labels)
-    np.testing.assert_allclose(np.asarray(got.centroids), c, rtol=1e-4, atol=1e-4)
-    inertia = ((x - c[labels]) ** 2).sum()
-    np.testing.assert_allclose(float(got.inertia), inertia, rtol=1e-4)
+    got = metrics.kmeans(x, 5, key=jax.random.key(0), num_iters=num_iters, init=init, tol=0.0)
+    check_against_numpy(got, x, init, num_iters)
+    assert 0 < int(got.num_iters) <= num_iters or int(got.num_iters) == num_iters == 0
+
+
+def test_kmeans_reseeds_empty_clusters_like_numpy():
+    x, _ = clustered(150, num_classes=4, spread=1.0, seed=3)
+    init = np.concatenate([x[:3], np.full((3, x.shape[1]), 1e3, np.float32), x[3:4]])
+    init[5] = -1e3
+    # Iteration 1: clusters 3, 4 and 5 are empty (4 a duplicate of 3), and take the three
+    # farthest rows, in order.
+    got = metrics.kmeans(x, 7, key=jax.random.key(0), num_iters=1, init=init, tol=0.0)
+    check_against_numpy(got, x, init, 1)
+    c, labels, _ = np_lloyd(x, init, 1)
+    assert np.bincount(labels, minlength=7).min() > 0  # The reseeded clusters hold rows.
+    got = metrics.kmeans(x, 7, key=jax.random.key(0), num_iters=8, init=init, tol=0.0)
+    check_against_numpy(got, x, init, 8)
+
+
+def test_kmeans_ties_go_to_the_lower_centroid():
+    # Small integers: every squared distance (and ||c||^2 - 2 c.x) is exact in float32.
+    rng = np.random.default_rng(0)
+    x = rng.integers(-2, 3, size=(300, 3)).astype(np.float32)
+    init = np.array([[0, 0, 0], [1, 1, 1], [0, 0, 0], [-1, -1, -1], [1, 0, 0]], np.float32)
+    got = metrics.kmeans(x, 5, key=jax.random.key(0), num_iters=0, init=init)
+    d = ((x[:, None] - init[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(np.asarray(got.labels), d.argmin(1))
+    assert (d.min(1)[:, None] == d).sum(1).max() > 1  # There are ties.
+    assert not (np.asarray(got.labels) == 2).any()  # The duplicate of centroid 0 gets none.
+
+
+def test_kmeans_blockwise_equals_one_block():
+    x, _ = clustered(203, num_classes=6, spread=1.2, seed=5)
+    init = x[10:16]
+    one = metrics.kmeans(x, 6, key=jax.random.key(0), num_iters=5, init=init, block_size=203)
+    for block_size in (7, 64, 1000):  # 7 and 64 do not divide 203: the last block overlaps.
+        got = metrics.kmeans(
+            x, 6, key=jax.random.key(0), num_iters=5, init=init, block_size=block_size
+        )
+        np.testing.assert_array_equal(np.asarray(got.labels), np.asarray(one.labels))
+        np.testing.assert_allclose(np.asarray(got.centroids), np.asarray(one.centroids), 1e-6)
+        np.testing.assert_allclose(float(got.inertia), float(one.inertia), rtol=1e-6)
+
+
+@pytest.mark.parametrize("tol", [0.0, 1e-2])
+def test_kmeans_matches_sklearn_lloyd_from_the_same_init(tol):
+    from sklearn.cluster import KMeans
+
+    x, _ = clustered(2000, dim=16, num_classes=30, spread=1.0, seed=2)
+    x = 10.0 * x  # Mean variance 500: a tolerance not relative to it would stop elsewhere.
+    init = x[np.random.default_rng(0).choice(len(x), 40, replace=False)]
+    sk = KMeans(40, init=init, n_init=1, max_iter=50, tol=tol, algorithm="lloyd").fit(x)
+    got = metrics.kmeans(x, 40, key=jax.random.key(0), num_iters=50, init=init, tol=tol)
+    np.testing.assert_allclose(float(got.inertia), sk.inertia_, rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(got.labels), sk.labels_)
+    assert int(got.num_iters) == sk.n_iter_ < 50  # The same stop.
+
+
+def test_kmeans_matches_sklearn_when_a_cluster_empties():
+    from sklearn.cluster import KMeans
+
+    x, _ = clustered(300, dim=4, num_classes=3, spread=0.5, seed=4)
+    init = np.concatenate([x[:3], np.full((1, 4), 50.0, np.float32)])  # Cluster 3: no row.
+    sk = KMeans(4, init=init, n_init=1, max_iter=10, tol=0.0, algorithm="lloyd").fit(x)
+    got = metrics.kmeans(x, 4, key=jax.random.key(0), num_iters=10, init=init, tol=0.0)
+    np.testing.assert_array_equal(np.asarray(got.labels), sk.labels_)
+    np.testing.assert_allclose(float(got.inertia), sk.inertia_, rtol=1e-5)
+
+
+def test_kmeans_random_init_is_k_distinct_rows_and_jits():
+    x, _ = clustered(100, num_classes=4, seed=6)
+    key = jax.random.key(3)
+    got = metrics.kmeans(x, 10, key=key, num_iters=0, n_init=1, init="random")
+    rows = [np.flatnonzero((x == c).all(1)) for c in np.asarray(got.centroids)]
+    assert all(len(r) == 1 for r in rows) and len({int(r[0]) for r in rows}) == 10
+    other = metrics.kmeans(x, 10, key=jax.random.key(4), num_iters=0, n_init=1, init="random")
+    assert not np.array_equal(np.asarray(other.centroids), np.asarray(got.centroids))
+    # Pure: the same result under jit, and again for the same key.
+    fn = jax.jit(lambda x: metrics.kmeans(x, 4, key=key, num_iters=20, init="random"))
+    jitted, eager = fn(x), metrics.kmeans(x, 4, key=key, num_iters=20, init="random")
+    np.testing.assert_array_equal(np.asarray(jitted.labels), np.asarray(eager.labels))
+    np.testing.assert_allclose(float(jitted.inertia), float(eager.inertia), rtol=1e-6)
 
 
 def test_kmeans_plus_plus_recovers_blobs_and_is_deterministic():
@@ -141,8 +244,16 @@ def test_adjusted_mutual_info_conventions():
 @pytest.mark.parametrize(
     "call,match",
     [
-        (lambda x, y: metrics.kmeans(x, 0, key=jax.random.key(0)), "k"),
-        (lambda x, y: metrics.kmeans(x, 2, key=jax.random.key(0), init=x[:3]), "init"),
+        (lambda x, y: metrics.kmeans(x, 0, key=jax.random.key(0)), "`k`"),
+        (lambda x, y: metrics.kmeans(x, 21, key=jax.random.key(0)), "`k`"),
+        (lambda x, y: metrics.kmeans(x[0], 2, key=jax.random.key(0)), "`x`"),
+        (lambda x, y: metrics.kmeans(x, 2, key=jax.random.key(0), init=x[:3]), "`init`"),
+        (lambda x, y: metrics.kmeans(x, 2, key=jax.random.key(0), init=y[:2, None]), "`init`"),
+        (lambda x, y: metrics.kmeans(x, 2, key=jax.random.key(0), init="kmeans++"), "`init`"),
+        (lambda x, y: metrics.kmeans(x, 2, key=jax.random.key(0), num_iters=-1), "`num_iters`"),
+        (lambda x, y: metrics.kmeans(x, 2, key=jax.random.key(0), n_init=0), "`n_init`"),
+        (lambda x, y: metrics.kmeans(x, 2, key=jax.random.key(0), tol=-1.0), "`tol`"),
+        (lambda x, y: metrics.kmeans(x, 2, key=jax.random.key(0), block_size=0), "`block_size`"),
         (lambda x, y: metrics.clustering_metrics(y, y[:-1]), "labels_pred"),
         (lambda x, y: metrics.adjusted_mutual_info(y, y[:-1]), "labels_pred"),
         (lambda x, y: metrics.adjusted_mutual_info(x, y), "labels_true"),
