@@ -1,9 +1,7 @@
-"""Pieces shared by the metric modules: input checks and the blockwise [N, M] helpers.
+"""Pieces shared by the metric modules: input checks and the query blocks.
 
 The blockwise helpers cut the query rows into blocks of ``block_size``
-(padded to a multiple of it) and rank references by *keys*: values whose
-ascending order is the order of increasing distance, cheaper to compute than
-the distances themselves (`ranking_keys`, `distances_from_keys`).
+(padded to a multiple of it), each searched with `jaxmetric.search.knn`.
 """
 
 from __future__ import annotations
@@ -12,7 +10,6 @@ import jax
 import jax.numpy as jnp
 
 from jaxmetric import _checks
-from jaxmetric.distances import l2_normalize
 
 RETRIEVAL_METRICS = ("cosine", "euclidean")
 
@@ -61,35 +58,17 @@ def check_same_dim(x: jax.Array, name: str, like: jax.Array, like_name: str) -> 
 # --------------------------------------------------------------------------------------
 
 
-def prepare_pair(
-    query: jax.Array, reference: jax.Array, metric: str
-) -> tuple[jax.Array, jax.Array]:
-    """Checks the feature dimensions; L2-normalises both sides for cosine."""
-    check_same_dim(reference, "reference", query, "query")
-    if metric == "cosine":
-        return l2_normalize(query), l2_normalize(reference)
-    return query, reference
+# Query rows per block by default: about this many distances per block
+# (64 MiB of float32).
+BLOCK_DISTANCES = 2**24
 
 
-def ranking_keys(q: jax.Array, ref: jax.Array, ref_sq: jax.Array, metric: str) -> jax.Array:
-    """[b, M] keys whose ascending order is the order of increasing distance.
-
-    cosine: -cos (inputs already normalised); euclidean: |r|^2 - 2 q.r, the
-    squared distance less the per-row constant |q|^2 (same order, one add
-    fewer, and exact on integer-valued data).
-    """
-    s = q @ ref.T
-    if metric == "cosine":
-        return -s
-    return ref_sq[None, :] - 2.0 * s
-
-
-def distances_from_keys(keys: jax.Array, q: jax.Array, metric: str) -> jax.Array:
-    """Turns `ranking_keys` back into distances (1 - cos, or euclidean)."""
-    if metric == "cosine":
-        return 1.0 + keys
-    q_sq = jnp.sum(jnp.square(q), axis=1, keepdims=True)
-    return jnp.sqrt(jnp.maximum(keys + q_sq, 0.0))
+def query_block_size(block_size: int | None, num_reference: int) -> int:
+    """Checks ``block_size`` (query rows per block); None: about
+    `BLOCK_DISTANCES` distances per block of a reference of that many rows."""
+    if block_size is None:
+        return max(1, BLOCK_DISTANCES // num_reference)
+    return _checks.check_int(block_size, "block_size")
 
 
 def pad_rows(x: jax.Array, multiple: int, value: int | bool = 0) -> jax.Array:

@@ -1,7 +1,8 @@
 """Classifiers on frozen embeddings: the k-nearest-neighbour vote and the linear probe.
 
-The kNN search is blockwise like the retrieval metrics (only a
-[block_size, N] slice of the distances exists at a time); the linear probe is
+The neighbours come from `jaxmetric.search.knn`, in blocks of test rows like
+the retrieval metrics (only a [block_size, N] slice of the distances exists
+at a time); the linear probe is
 a full-batch softmax regression trained under ``jit`` with early stopping.
 """
 
@@ -16,24 +17,19 @@ import optax
 
 from jaxmetric import _checks
 from jaxmetric.metrics import _common
+from jaxmetric.search import knn
 
 __all__ = ["knn_accuracy", "knn_predict", "linear_probe_accuracy"]
 
 
 @functools.partial(jax.jit, static_argnames=("k", "metric", "block_size"))
 def _knn(query, reference, *, k, metric, block_size):
-    query, reference = _common.prepare_pair(query, reference, metric)
-    ref_sq = jnp.sum(jnp.square(reference), axis=1)
     num_query = query.shape[0]
-    qb = _common.blocks(_common.pad_rows(query, block_size), block_size)
 
     def body(q):
-        keys = _common.ranking_keys(q, reference, ref_sq, metric)
-        # top_k returns the lower index first among equal values.
-        neg_keys, idx = jax.lax.top_k(-keys, k)
-        return _common.distances_from_keys(-neg_keys, q, metric), idx
+        return knn(q, reference, k, metric=metric, block_size=reference.shape[0])
 
-    dist, idx = jax.lax.map(body, qb)
+    dist, idx = jax.lax.map(body, _common.blocks(_common.pad_rows(query, block_size), block_size))
     return dist.reshape(-1, k)[:num_query], idx.reshape(-1, k)[:num_query]
 
 
@@ -51,7 +47,7 @@ def knn_predict(
     weighted: bool = False,
     temperature: float = 0.07,
     num_classes: int | None = None,
-    block_size: int = 128,
+    block_size: int | None = None,
 ) -> jax.Array:
     """Class predictions [N_test] of a k-nearest-neighbour vote; see `knn_accuracy`.
 
@@ -59,8 +55,8 @@ def knn_predict(
     label + 1); the other arguments are those of `knn_accuracy`.
     """
     _common.check_metric(metric)
-    block_size = _checks.check_int(block_size, "block_size")
     train_emb = _common.check_embeddings(train_emb, "train_emb")
+    block_size = _common.query_block_size(block_size, train_emb.shape[0])
     train_labels = _common.check_labels(train_labels, train_emb.shape[0], "train_labels")
     test_emb = _common.check_embeddings(test_emb, "test_emb")
     _common.check_same_dim(test_emb, "test_emb", train_emb, "train_emb")
@@ -70,7 +66,11 @@ def knn_predict(
     if num_classes is None:
         num_classes = _num_classes(train_labels)
     dist, idx = _knn(
-        test_emb, train_emb, k=k, metric=metric, block_size=min(block_size, test_emb.shape[0])
+        test_emb,
+        train_emb,
+        k=k,
+        metric=metric,
+        block_size=min(block_size, test_emb.shape[0]),
     )
     votes = jax.nn.one_hot(train_labels[idx], num_classes)  # [N, k, C]
     if weighted:
@@ -90,7 +90,7 @@ def knn_accuracy(
     metric: str = "cosine",
     weighted: bool = False,
     temperature: float = 0.07,
-    block_size: int = 128,
+    block_size: int | None = None,
 ) -> float:
     r"""Accuracy of a k-nearest-neighbour classifier on frozen embeddings.
 
@@ -118,7 +118,8 @@ def knn_accuracy(
       metric: "cosine" or "euclidean".
       weighted: False for a majority vote, True for exp(-d / T) weights.
       temperature: T of the weighted vote, > 0.
-      block_size: test rows per block.
+      block_size: test rows per block; None: about
+        2^24 distances per block.
 
     Returns:
       The fraction of test rows whose predicted class equals their label.

@@ -26,7 +26,7 @@ def evaluate_embeddings(
     knn_k: int = 20,
     seed: int = 0,
     max_verification_pairs: int = 100_000,
-    block_size: int = 128,
+    block_size: int | None = None,
 ) -> dict[str, float]:
     """Every metric of this package on one train / test split (``metrics.json``).
 
@@ -51,7 +51,7 @@ def evaluate_embeddings(
       knn_k: neighbours of the kNN classifiers.
       seed: seed of the probe split, k-means and pair sampling.
       max_verification_pairs: pairs of each kind at most.
-      block_size: query rows per block.
+      block_size: query rows per block (None: automatic).
 
     Returns:
       A flat dict of Python floats, fractions in [0, 1].

@@ -1,11 +1,12 @@
-"""Retrieval metrics (P@1, R-precision, MAP@R, mAP, Recall@k), computed blockwise.
+"""Retrieval metrics (P@1, R-precision, MAP@R, Recall@k, and mAP), from the k nearest neighbours.
 
-Everything here touches an [N, M] comparison and runs blockwise in JAX: the
-query rows are cut into blocks of ``block_size`` and ``jax.lax.map`` walks
-over the blocks, so only a [block_size, M] slice of the distance matrix
-exists at any time (a 100k x 100k evaluation never materialises the 40 GB
-matrix). Shapes are fixed and every function is pure, so the per-block work
-is sharded over devices by splitting the query rows.
+Each query needs its R nearest references (R = the number of references with
+its label) and its max(recall_at) nearest: `jaxmetric.search.knn` finds the
+top K = max(R, k) of every query exactly, in blocks of query rows (only a
+[block_size, M] slice of the distances exists at a time), and the metrics
+follow from those K labels. The full ranking, which the mean average
+precision over all references needs, is computed only when asked for.
+Query blocks are split over the devices, the reference replicated.
 """
 
 from __future__ import annotations
@@ -17,63 +18,78 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmetric import _checks
 from jaxmetric.metrics import _common
 from jaxmetric.metrics._common import RETRIEVAL_METRICS
+from jaxmetric.search import knn
 
 __all__ = ["RETRIEVAL_METRICS", "retrieval_metrics"]
 
 
-def _ordered_int32(x: jax.Array) -> jax.Array:
-    """Maps float32 to int32 preserving order (and equality: -0.0 == +0.0).
-
-    Sorting int32 keys is several times faster than sorting floats on the XLA
-    CPU backend, whose float comparator handles NaN.
-    """
-    x = jnp.where(x == 0, jnp.zeros_like(x), x)  # -0.0 -> +0.0
-    bits = jax.lax.bitcast_convert_type(x, jnp.int32)
-    return bits ^ ((bits >> 31) & jnp.int32(0x7FFFFFFF))
-
-
-def _retrieval_block(q, q_labels, q_index, q_valid, ref, ref_labels, ref_sq, *, metric, loo, ks):
+def _retrieval_block(
+    q,
+    q_labels,
+    q_index,
+    q_valid,
+    q_num_relevant,
+    ref,
+    ref_labels,
+    *,
+    metric,
+    loo,
+    top,
+    ks,
+    full_ranking,
+):
     """Per-metric sums over the valid queries of one block, and their count."""
-    num_ref = ref.shape[0]
-    keys = _common.ranking_keys(q, ref, ref_sq, metric)
-    relevant = q_labels[:, None] == ref_labels[None, :]
+    # Leave-one-out searches one neighbour more and drops the query itself
+    # (wherever ties put it; the last neighbour if it is not among them).
+    _, idx = knn(q, ref, top + loo, metric=metric, block_size=ref.shape[0])
     if loo:
-        is_self = q_index[:, None] == jnp.arange(num_ref)[None, :]
-        keys = jnp.where(is_self, jnp.inf, keys)  # Ranks last; never relevant.
-        relevant = relevant & ~is_self
-    # Stable sort by distance: ties keep reference order.
-    _, rel = jax.lax.sort(
-        (_ordered_int32(keys), relevant.astype(jnp.int32)), dimension=1, is_stable=True, num_keys=1
-    )
-    num_relevant = jnp.sum(rel, axis=1)  # R per query.
+        cols = jnp.arange(top)[None, :]
+        self_at = jnp.argmax(
+            jnp.concatenate([idx == q_index[:, None], jnp.ones_like(idx[:, :1], bool)], axis=1),
+            axis=1,
+        )
+        idx = jnp.take_along_axis(idx, cols + (cols >= self_at[:, None]), axis=1)
+    rel = (ref_labels[idx] == q_labels[:, None]).astype(jnp.float32)
     hits = jnp.cumsum(rel, axis=1)  # Relevant items within the first i.
-    pos = jnp.arange(1, num_ref + 1, dtype=jnp.float32)[None, :]
-    relf = rel.astype(jnp.float32)
-    precision_at_hits = relf * hits.astype(jnp.float32) / pos  # P(i) rel(i).
-    within_r = pos <= num_relevant[:, None].astype(jnp.float32)
-    r_denominator = jnp.maximum(num_relevant, 1).astype(jnp.float32)
+    pos = jnp.arange(1, top + 1, dtype=jnp.float32)[None, :]
+    precision_at_hits = rel * hits / pos  # P(i) rel(i).
+    num_relevant = q_num_relevant.astype(jnp.float32)
+    within_r = pos <= num_relevant[:, None]
+    r_denominator = jnp.maximum(num_relevant, 1.0)
     per_query = [
-        relf[:, 0],  # precision_at_1
-        jnp.sum(relf * within_r, axis=1) / r_denominator,  # r_precision
+        rel[:, 0],  # precision_at_1
+        jnp.sum(rel * within_r, axis=1) / r_denominator,  # r_precision
         jnp.sum(precision_at_hits * within_r, axis=1) / r_denominator,  # map_at_r
-        jnp.sum(precision_at_hits, axis=1) / r_denominator,  # mean_average_precision
     ]
-    for k in ks:
-        per_query.append((hits[:, min(k, num_ref) - 1] > 0).astype(jnp.float32))
-    valid = q_valid & (num_relevant > 0)
+    per_query += [(hits[:, k - 1] > 0).astype(jnp.float32) for k in ks]
+    if full_ranking:  # top = every reference: mean_average_precision.
+        per_query.append(jnp.sum(precision_at_hits, axis=1) / r_denominator)
+    valid = q_valid & (q_num_relevant > 0)
     sums = jnp.stack([jnp.sum(jnp.where(valid, v, 0.0)) for v in per_query])
     return sums, jnp.sum(valid.astype(jnp.int32))
 
 
-@functools.partial(jax.jit, static_argnames=("metric", "loo", "ks", "block_size", "mesh"))
+@functools.partial(
+    jax.jit, static_argnames=("metric", "loo", "top", "ks", "full_ranking", "block_size", "mesh")
+)
 def _retrieval_sums(
-    query, query_labels, reference, reference_labels, *, metric, loo, ks, block_size, mesh
+    query,
+    query_labels,
+    num_relevant,
+    reference,
+    reference_labels,
+    *,
+    metric,
+    loo,
+    top,
+    ks,
+    full_ranking,
+    block_size,
+    mesh,
 ):
-    query, reference = _common.prepare_pair(query, reference, metric)
-    ref_sq = jnp.sum(jnp.square(reference), axis=1)
+    _common.check_same_dim(reference, "reference", query, "query")
     num_query = query.shape[0]
     multiple = block_size * (1 if mesh is None else mesh.size)
     index = jnp.arange(num_query, dtype=jnp.int32)
@@ -82,13 +98,23 @@ def _retrieval_sums(
         _common.blocks(_common.pad_rows(query_labels, multiple), block_size),
         _common.blocks(_common.pad_rows(index, multiple, -1), block_size),
         _common.blocks(_common.pad_rows(jnp.ones(num_query, bool), multiple, False), block_size),
+        _common.blocks(_common.pad_rows(num_relevant, multiple), block_size),
     )
 
-    def run(q, q_labels, q_index, q_valid, ref, ref_labels, ref_sq):
+    def run(q, q_labels, q_index, q_valid, q_num_relevant, ref, ref_labels):
         def body(args):
-            return _retrieval_block(*args, ref, ref_labels, ref_sq, metric=metric, loo=loo, ks=ks)
+            return _retrieval_block(
+                *args,
+                ref,
+                ref_labels,
+                metric=metric,
+                loo=loo,
+                top=top,
+                ks=ks,
+                full_ranking=full_ranking,
+            )
 
-        return jax.lax.map(body, (q, q_labels, q_index, q_valid))
+        return jax.lax.map(body, (q, q_labels, q_index, q_valid, q_num_relevant))
 
     if mesh is not None:
         # Each device walks over its share of the query blocks against the
@@ -97,11 +123,11 @@ def _retrieval_sums(
         run = jax.shard_map(
             run,
             mesh=mesh,
-            in_specs=(blocks,) * 4 + (replicated,) * 3,
+            in_specs=(blocks,) * 5 + (replicated,) * 2,
             out_specs=(blocks, blocks),
         )
     # Per-block sums and counts; summed in float64 on the host.
-    return run(*xs, reference, reference_labels, ref_sq)
+    return run(*xs, reference, reference_labels)
 
 
 def _query_mesh(devices) -> jax.sharding.Mesh | None:
@@ -119,7 +145,8 @@ def retrieval_metrics(
     *,
     metric: str = "cosine",
     recall_at: Sequence[int] = (1, 2, 4, 8),
-    block_size: int = 128,
+    mean_average_precision: bool = False,
+    block_size: int | None = None,
     devices: Sequence[jax.Device] | None = None,
 ) -> dict[str, float]:
     r"""Retrieval metrics of "A Metric Learning Reality Check" (Musgrave et al. 2020).
@@ -139,9 +166,10 @@ def retrieval_metrics(
         \mathrm{AP} = \frac{1}{R}\sum_{i=1}^{M} P(i)\,rel(i), \qquad
         \mathrm{Recall@}k = [\textstyle\sum_{i\le k} rel(i) > 0],
 
-    each averaged over the queries (``mean_average_precision`` is the mean of
-    AP over the full ranking; ``recall_at_k`` is the "Recall@K" of deep metric
-    learning papers: the fraction of queries with at least one same-label
+    each averaged over the queries (``mean_average_precision``, computed when
+    asked for, is the mean of AP over the full ranking; ``recall_at_k`` is
+    the "Recall@K" of deep metric learning papers: the fraction of queries
+    with at least one same-label
     reference among their k nearest).
 
     **Queries with R = 0 are left out of every average**, as
@@ -159,10 +187,11 @@ def retrieval_metrics(
     samples, MAP@R and R-precision.
 
     Memory and time: the queries are processed ``block_size`` rows at a time
-    with ``jax.lax.map``; each block holds a few [block_size, M] arrays
-    (measured: about 160 MiB of peak growth at ``block_size=128``, M = 20k,
-    i.e. about 60 bytes per entry; lower ``block_size`` for a larger M) and
-    sorts its rows, O(N M log M) in all.
+    with ``jax.lax.map``; each block holds a few [block_size, M] arrays and
+    finds its K = max(R_max, max(recall_at)) nearest references with
+    `jaxmetric.search.knn` (R_max: the largest R of any query), O(N M log K)
+    in all; ``mean_average_precision=True`` ranks every reference instead,
+    O(N M log M).
     With several devices the query blocks are split over them with
     ``jax.shard_map`` (the reference is replicated), and they run in
     parallel; the result does not depend on the number of devices.
@@ -175,14 +204,18 @@ def retrieval_metrics(
       reference_labels: [M] labels; required with ``reference``.
       metric: "cosine" (1 - cos) or "euclidean".
       recall_at: the k of the ``recall_at_{k}`` keys, positive ints.
-      block_size: query rows per block.
+      mean_average_precision: also return ``mean_average_precision``, the
+        mean AP over the full ranking (ranks all M references per query).
+      block_size: query rows per block; None: about 2^24 distances per
+        block.
       devices: devices to split the query blocks over; None: all of
         ``jax.local_devices()`` (on CPU, set ``jax_num_cpu_devices`` to the
         number of cores to use them all).
 
     Returns:
       A dict of Python floats with keys ``precision_at_1``, ``r_precision``,
-      ``map_at_r``, ``mean_average_precision``, ``recall_at_{k}`` for each k,
+      ``map_at_r``, ``recall_at_{k}`` for each k, ``mean_average_precision``
+      if asked for,
       and ``num_queries`` (the number of queries with R > 0 that the averages
       are over).
 
@@ -198,7 +231,6 @@ def retrieval_metrics(
       (1.0, 1.0)
     """
     _common.check_metric(metric)
-    block_size = _checks.check_int(block_size, "block_size")
     ks = tuple(recall_at)
     for k in ks:
         if not isinstance(k, int | np.integer) or k < 1:
@@ -218,25 +250,39 @@ def retrieval_metrics(
         reference_labels = _common.check_labels(
             reference_labels, reference.shape[0], "reference_labels"
         )
+    _common.check_same_dim(reference, "reference", query, "query")
     if loo and query.shape[0] < 2:
         raise ValueError(f"leave-one-out needs at least 2 `query` rows, got {query.shape[0]}.")
-    block_size = min(block_size, query.shape[0])
+    # R of every query: the references with its label, itself left out.
+    host_query_labels = np.asarray(query_labels)
+    counts = np.bincount(np.asarray(reference_labels), minlength=int(host_query_labels.max()) + 1)
+    num_relevant = counts[host_query_labels] - int(loo)
+    candidates = reference.shape[0] - int(loo)
+    if mean_average_precision:
+        top = candidates
+    else:
+        top = min(max(int(num_relevant.max()), max(ks, default=1), 1), candidates)
+    block_size = min(_common.query_block_size(block_size, reference.shape[0]), query.shape[0])
     sums, count = _retrieval_sums(
         query,
         query_labels,
+        jnp.asarray(num_relevant, jnp.int32),
         reference,
         reference_labels,
         metric=metric,
         loo=loo,
-        ks=ks,
+        top=top,
+        ks=tuple(min(k, top) for k in ks),
+        full_ranking=mean_average_precision,
         block_size=block_size,
         mesh=_query_mesh(devices),
     )
     sums = np.asarray(sums, dtype=np.float64).sum(axis=0)
     count = int(np.asarray(count).sum())
     means = sums / count if count else np.zeros_like(sums)
-    names = ["precision_at_1", "r_precision", "map_at_r", "mean_average_precision"]
-    names += [f"recall_at_{k}" for k in ks]
+    names = ["precision_at_1", "r_precision", "map_at_r"] + [f"recall_at_{k}" for k in ks]
+    if mean_average_precision:
+        names.append("mean_average_precision")
     out = {name: float(v) for name, v in zip(names, means, strict=True)}
     out["num_queries"] = count
     return out

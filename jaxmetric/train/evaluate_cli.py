@@ -213,7 +213,6 @@ _NAMES = {
     "precision_at_1": "precision@1",
     "r_precision": "R-precision",
     "map_at_r": "MAP@R",
-    "mean_average_precision": "mAP (full ranking)",
     "recall_at_1": "recall@1",
     "recall_at_2": "recall@2",
     "recall_at_4": "recall@4",

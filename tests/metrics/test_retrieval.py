@@ -27,6 +27,8 @@ from ._common import (
     with_singletons,
 )
 
+FULL = {"mean_average_precision": True}  # The NumPy reference ranks everything.
+
 
 def np_retrieval(q, ql, r=None, rl=None, metric="cosine", ks=KS):
     """Plain loops over queries: stable sort by distance, ties by reference index."""
@@ -67,7 +69,7 @@ def assert_retrieval_matches(got, want, count):
 def test_retrieval_leave_one_out_matches_numpy(metric):
     x, y = clustered(150, spread=1.5)
     y = with_singletons(y)
-    got = metrics.retrieval_metrics(x, y, metric=metric, block_size=32)
+    got = metrics.retrieval_metrics(x, y, metric=metric, block_size=32, **FULL)
     want, count = np_retrieval(x, y, metric=metric)
     assert count == 147  # The three single-sample classes have R = 0.
     assert_retrieval_matches(got, want, count)
@@ -78,7 +80,7 @@ def test_retrieval_query_vs_reference_matches_numpy(metric):
     x, y = clustered(200, spread=1.5, seed=1)
     q, ql, r, rl = x[:70], y[:70], x[70:], y[70:]
     ql = with_singletons(ql, count=4)  # Labels absent from the reference: R = 0.
-    got = metrics.retrieval_metrics(q, ql, r, rl, metric=metric, block_size=16)
+    got = metrics.retrieval_metrics(q, ql, r, rl, metric=metric, block_size=16, **FULL)
     want, count = np_retrieval(q, ql, r, rl, metric=metric)
     assert count == 66
     assert_retrieval_matches(got, want, count)
@@ -87,17 +89,17 @@ def test_retrieval_query_vs_reference_matches_numpy(metric):
 def test_retrieval_ties_euclidean_integer_grid():
     x, y = integer_grid(120)
     assert len(np.unique(x, axis=0)) < len(x)  # Duplicates: ties at distance 0 too.
-    got = metrics.retrieval_metrics(x, y, metric="euclidean", block_size=32)
+    got = metrics.retrieval_metrics(x, y, metric="euclidean", block_size=32, **FULL)
     want, count = np_retrieval(x, y, metric="euclidean")
     assert_retrieval_matches(got, want, count)
-    got = metrics.retrieval_metrics(x[:40], y[:40], x[40:], y[40:], metric="euclidean")
+    got = metrics.retrieval_metrics(x[:40], y[:40], x[40:], y[40:], metric="euclidean", **FULL)
     want, count = np_retrieval(x[:40], y[:40], x[40:], y[40:], metric="euclidean")
     assert_retrieval_matches(got, want, count)
 
 
 def test_retrieval_ties_cosine_scaled_duplicates():
     x, y = scaled_duplicates(100)
-    got = metrics.retrieval_metrics(x, y, metric="cosine", block_size=32)
+    got = metrics.retrieval_metrics(x, y, metric="cosine", block_size=32, **FULL)
     want, count = np_retrieval(x, y, metric="cosine")
     assert_retrieval_matches(got, want, count)
 
@@ -107,14 +109,14 @@ def test_tie_rule_is_reference_order():
     query = np.array([[1.0, 0.0]], np.float32)
     ref = np.array([[0.0, 1.0], [0.0, -1.0], [2.0, 1.0], [2.0, -1.0]], np.float32)  # All sqrt(2).
     kw = {"metric": "euclidean", "recall_at": (1, 2, 3)}
-    first = metrics.retrieval_metrics(query, [7], ref, [7, 1, 1, 1], **kw)
-    last = metrics.retrieval_metrics(query, [7], ref[[1, 2, 3, 0]], [1, 1, 1, 7], **kw)
+    first = metrics.retrieval_metrics(query, [7], ref, [7, 1, 1, 1], **kw, **FULL)
+    last = metrics.retrieval_metrics(query, [7], ref[[1, 2, 3, 0]], [1, 1, 1, 7], **kw, **FULL)
     assert first["precision_at_1"] == 1.0 and first["mean_average_precision"] == 1.0
     assert last["precision_at_1"] == 0.0 and last["recall_at_3"] == 0.0
     assert last["mean_average_precision"] == 0.25
     # Cosine: all four orthogonal to the query.
     ortho = np.array([[0.0, 1.0], [0.0, -1.0], [0.0, 2.0], [0.0, -3.0]], np.float32)
-    cos = metrics.retrieval_metrics(query, [7], ortho, [1, 7, 1, 1], recall_at=(1, 2))
+    cos = metrics.retrieval_metrics(query, [7], ortho, [1, 7, 1, 1], recall_at=(1, 2), **FULL)
     assert cos["precision_at_1"] == 0.0 and cos["recall_at_2"] == 1.0
     assert cos["mean_average_precision"] == 0.5
 
@@ -123,7 +125,7 @@ def test_retrieval_identical_rows_leave_one_out():
     # Every row identical: the ranking is the row order, skipping the query itself.
     x = np.ones((6, 3), np.float32)
     y = np.array([0, 1, 0, 1, 0, 1])
-    got = metrics.retrieval_metrics(x, y, metric="euclidean", recall_at=(1,))
+    got = metrics.retrieval_metrics(x, y, metric="euclidean", recall_at=(1,), **FULL)
     want, count = np_retrieval(x, y, metric="euclidean", ks=(1,))
     assert got["num_queries"] == count == 6
     for name in ["precision_at_1", "map_at_r", "mean_average_precision"]:
@@ -132,24 +134,46 @@ def test_retrieval_identical_rows_leave_one_out():
 
 def test_retrieval_block_size_does_not_matter():
     x, y = clustered(97, seed=3)
-    results = [metrics.retrieval_metrics(x, y, block_size=b) for b in (1, 13, 97, 500)]
-    results.append(metrics.retrieval_metrics(x, y, block_size=13, devices=jax.devices()[:1]))
-    results.append(metrics.retrieval_metrics(x, y, block_size=5, devices=jax.devices()[:3]))
+    results = [metrics.retrieval_metrics(x, y, block_size=b, **FULL) for b in (1, 13, 97, 500)]
+    results.append(
+        metrics.retrieval_metrics(x, y, block_size=13, devices=jax.devices()[:1], **FULL)
+    )
+    results.append(metrics.retrieval_metrics(x, y, block_size=5, devices=jax.devices()[:3], **FULL))
     for r in results[1:]:
         for name in NAMES:
             np.testing.assert_allclose(r[name], results[0][name], rtol=1e-6)
 
 
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_without_the_full_ranking_the_metrics_are_the_same(metric):
+    # The top max(R, k) neighbours give what the full ranking gives, and no mAP.
+    x, y = integer_grid(150, num_classes=9) if metric == "euclidean" else clustered(150, seed=7)
+    y = with_singletons(y)
+    full = metrics.retrieval_metrics(x, y, metric=metric, block_size=32, **FULL)
+    top = metrics.retrieval_metrics(x, y, metric=metric, block_size=32)
+    assert "mean_average_precision" not in top
+    full.pop("mean_average_precision")
+    assert top.keys() == full.keys()
+    for name in top:
+        np.testing.assert_allclose(top[name], full[name], rtol=1e-6, err_msg=name)
+    q, ql, r, rl = x[:50], y[:50], x[50:], y[50:]
+    full = metrics.retrieval_metrics(q, ql, r, rl, metric=metric, recall_at=(3, 200), **FULL)
+    full.pop("mean_average_precision")
+    top = metrics.retrieval_metrics(q, ql, r, rl, metric=metric, recall_at=(3, 200))
+    for name in full:
+        np.testing.assert_allclose(top[name], full[name], rtol=1e-6, err_msg=name)
+
+
 def test_retrieval_no_valid_query_gives_zeros():
     x, _ = clustered(5)
-    got = metrics.retrieval_metrics(x, np.arange(5))  # Every class has one sample.
+    got = metrics.retrieval_metrics(x, np.arange(5), **FULL)  # Every class has one sample.
     assert got["num_queries"] == 0
     assert all(got[name] == 0.0 for name in NAMES)
 
 
 def test_retrieval_recall_beyond_reference_size():
     x, y = clustered(10, num_classes=2)
-    got = metrics.retrieval_metrics(x, y, recall_at=(1, 50))
+    got = metrics.retrieval_metrics(x, y, recall_at=(1, 50), **FULL)
     want, count = np_retrieval(x, y, ks=(1, 50))
     np.testing.assert_allclose(got["recall_at_50"], want["recall_at_50"])
     assert got["recall_at_50"] == 1.0
@@ -157,7 +181,7 @@ def test_retrieval_recall_beyond_reference_size():
 
 def test_retrieval_bfloat16_input():
     x, y = clustered(64, seed=5)
-    got = metrics.retrieval_metrics(jnp.asarray(x, jnp.bfloat16), y)
+    got = metrics.retrieval_metrics(jnp.asarray(x, jnp.bfloat16), y, **FULL)
     assert 0.0 <= got["map_at_r"] <= 1.0
 
 
@@ -168,8 +192,8 @@ def test_retrieval_on_sharded_input_equals_single_device():
     mesh = Mesh(np.array(jax.devices()[:8]), ("data",))
     xs = jax.device_put(x, NamedSharding(mesh, PartitionSpec("data")))
     ys = jax.device_put(y, NamedSharding(mesh, PartitionSpec("data")))
-    got = metrics.retrieval_metrics(xs, ys, block_size=8)
-    want = metrics.retrieval_metrics(x, y, block_size=8)
+    got = metrics.retrieval_metrics(xs, ys, block_size=8, **FULL)
+    want = metrics.retrieval_metrics(x, y, block_size=8, **FULL)
     for name in NAMES:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-6)
 

@@ -56,10 +56,12 @@ def _pml(query, query_labels, reference, reference_labels, metric, same_source):
 def check_against_pml(metric, same_source):
     x, y = _data(300, 7, seed=0)
     if same_source:
-        got = metrics.retrieval_metrics(x, y, metric=metric)
+        got = metrics.retrieval_metrics(x, y, metric=metric, mean_average_precision=True)
         want = _pml(x, y, x, y, metric, True)
     else:
-        got = metrics.retrieval_metrics(x[:100], y[:100], x[100:], y[100:], metric=metric)
+        got = metrics.retrieval_metrics(
+            x[:100], y[:100], x[100:], y[100:], metric=metric, mean_average_precision=True
+        )
         want = _pml(x[:100], y[:100], x[100:], y[100:], metric, False)
     for ours, theirs in PML_KEYS.items():
         np.testing.assert_allclose(got[ours], want[theirs], rtol=1e-5, err_msg=ours)

@@ -83,7 +83,6 @@ def test_evaluate_workdir(run, reference):
         "precision_at_1",
         "r_precision",
         "map_at_r",
-        "mean_average_precision",
         "recall_at_1",
         "recall_at_8",
         "knn_accuracy",
