@@ -59,13 +59,22 @@ RAW_INPUT_LIMIT = 2**28
 
 
 def embed_split(
-    config: ml_collections.ConfigDict, embed: Callable, params, batch_stats, split
+    config: ml_collections.ConfigDict,
+    embed: Callable,
+    params,
+    batch_stats,
+    split,
+    *,
+    progress: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """(features h, embeddings z, labels, flattened inputs or None) of the
     first ``config.eval.max_examples`` of a split (0: all), read in order by
     the input pipeline with the evaluation transform (images: the centred
     crop, resized). The inputs are kept for the raw-input baseline where
-    they fit in ``RAW_INPUT_LIMIT`` values."""
+    they fit in ``RAW_INPUT_LIMIT`` values. ``progress``: the label of a
+    progress bar (on stderr), or None for none."""
+    from tqdm.auto import tqdm
+
     ev = config.eval
     n = len(split) if not ev.max_examples else min(ev.max_examples, len(split))
     batches = input_pipeline.eval_batches(
@@ -77,8 +86,10 @@ def embed_split(
         prefetch=config.data.prefetch,
     )
     hs, zs, ys, xs = [], [], [], []
+    bar = tqdm(total=n, desc=progress, unit="ex", disable=progress is None, mininterval=0.5)
     try:
         for batch in batches:
+            bar.update(len(batch["y"]))
             h, z = embed(params, batch_stats, batch["x"])
             hs.append(np.asarray(h))
             zs.append(np.asarray(z))
@@ -88,18 +99,31 @@ def embed_split(
                 if len(xs) == 1 and n * xs[0].shape[1] > RAW_INPUT_LIMIT:
                     xs = None
     finally:
+        bar.close()
         batches.close()
     inputs = np.concatenate(xs) if xs is not None else None
     return np.concatenate(hs), np.concatenate(zs), np.concatenate(ys), inputs
 
 
 def embed_splits(
-    config: ml_collections.ConfigDict, embed: Callable, state, train, test
+    config: ml_collections.ConfigDict,
+    embed: Callable,
+    state,
+    train,
+    test,
+    *,
+    progress: bool = False,
 ) -> Embedded:
     """Both splits through ``embed`` (``jaxmetric.train.steps.make_embed_fn``);
-    ``config.eval.max_examples`` caps each split."""
-    h_tr, z_tr, y_tr, x_tr = embed_split(config, embed, state.params, state.batch_stats, train)
-    h_te, z_te, y_te, x_te = embed_split(config, embed, state.params, state.batch_stats, test)
+    ``config.eval.max_examples`` caps each split; ``progress``: a bar each."""
+    params, stats = state.params, state.batch_stats
+    bar = "embedding {}" if progress else None
+    h_tr, z_tr, y_tr, x_tr = embed_split(
+        config, embed, params, stats, train, progress=bar and bar.format("train")
+    )
+    h_te, z_te, y_te, x_te = embed_split(
+        config, embed, params, stats, test, progress=bar and bar.format("test")
+    )
     if x_tr is None or x_te is None:
         x_tr = x_te = None
     return Embedded(

@@ -159,15 +159,19 @@ def restore(workdir: str, config: ml_collections.ConfigDict | None = None):
     return config, graphdef, out.state
 
 
-def embed_splits(config: ml_collections.ConfigDict, graphdef, state) -> Embedded:
+def embed_splits(
+    config: ml_collections.ConfigDict, graphdef, state, *, progress: bool = False
+) -> Embedded:
     """Embeds the train and held-out splits of ``config.dataset`` with the
     trainer's evaluation-mode embed function (no augmentation, running BN
-    statistics); ``config.eval.max_examples`` caps each split."""
+    statistics); ``config.eval.max_examples`` caps each split; ``progress``:
+    a progress bar per split (stderr)."""
     from jaxmetric.data import sources
     from jaxmetric.train.steps import make_embed_fn
 
     train, test = sources.load(config.dataset)
-    return evaluate.embed_splits(config, make_embed_fn(config, graphdef), state, train, test)
+    embed = make_embed_fn(config, graphdef)
+    return evaluate.embed_splits(config, embed, state, train, test, progress=progress)
 
 
 def compute_metrics(emb: Embedded, *, baseline: bool = True) -> dict[str, dict[str, float]]:
@@ -306,7 +310,7 @@ def evaluate_workdir(
     if embedding_map not in MAP_METHODS:
         raise ValueError(f"`embedding_map` must be one of {MAP_METHODS}, got {embedding_map!r}.")
     config, graphdef, state = restore(workdir, config)
-    emb = embed_splits(config, graphdef, state)
+    emb = embed_splits(config, graphdef, state, progress=print_table)
     results = compute_metrics(emb, baseline=baseline)
     section: dict[str, Any] = {
         "step": emb.step,

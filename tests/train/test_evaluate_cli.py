@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
@@ -18,34 +17,8 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from jaxmetric import main
 from jaxmetric.train import evaluate_cli, train_and_evaluate
-from jaxmetric.train.config import load_recipe
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-STEPS = 30
-
-
-def _recipe(name: str):
-    return load_recipe(ROOT / "configs" / f"{name}.py")
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A short triplet run on digits (8 devices), without its end-of-run
-    evaluation; metrics.json holds what a training run would have written."""
-    workdir = tmp_path_factory.mktemp("evaluate") / "run"
-    config = _recipe("triplet_digits")
-    config.num_steps = STEPS
-    config.log_every = STEPS
-    # Trained on 2 of the 8 test devices, restored onto one; 300 examples per
-    # split keep the evaluation's compiles and sorts small.
-    config.num_devices = 2
-    config.eval.max_examples = 300
-    # Encoder features of the embeddings' width (64, as the raw 8x8 pixels):
-    # every metric compiles once for the three columns.
-    config.model.mlp_hidden = (128, 64)
-    state, _ = train_and_evaluate(config, str(workdir), run_eval=False, progress=False)
-    (workdir / "metrics.json").write_text(json.dumps({"step": STEPS, "knn_accuracy": 0.5}))
-    return workdir, state
+from .conftest import ROOT, STEPS, recipe
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +118,7 @@ def test_training_metrics_equal_evaluate_on_the_same_checkpoint(tmp_path):
     """One evaluation stack: the numbers a run writes into metrics.json (trained
     and scored on 2 devices) are those ``jaxmetric evaluate`` computes from its
     checkpoint (restored onto one device)."""
-    config = _recipe("triplet_digits")
+    config = recipe("triplet_digits")
     config.num_steps = 20
     config.log_every = 20
     config.num_devices = 2
