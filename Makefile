@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: demo test lint notebooks bench bench-input compare clean
+.PHONY: demo test lint notebooks bench bench-retrieval bench-input compare clean
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -50,13 +50,19 @@ BENCH_VENV := .venv-bench
 $(BENCH_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(BENCH_VENV)/bin/python -m pip install --quiet torch==2.13.0 pytorch-metric-learning==2.9.0
+	$(BENCH_VENV)/bin/python -m pip install --quiet torch==2.13.0 pytorch-metric-learning==2.9.0 \
+		faiss-cpu==1.15.1 scikit-learn
 	$(BENCH_VENV)/bin/python -m pip install --quiet -e .
 	touch $@
 
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python benchmarks/bench.py
 	$(BENCH_VENV)/bin/python benchmarks/report.py
+	$(BENCH_VENV)/bin/python benchmarks/retrieval.py
+
+# Retrieval at benchmark scale: retrieval_metrics against PML + faiss, knn against faiss.
+bench-retrieval: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python benchmarks/retrieval.py
 
 # The input pipeline against a PyTorch DataLoader (PIL) on the same ArrayRecord JPEGs, the
 # time to open a split, the trainer's images/s against the pipeline's: JSON + Markdown
