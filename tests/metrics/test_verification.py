@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import doctest
 import math
-import time
 
 import numpy as np
 import pytest
@@ -217,15 +216,6 @@ def test_intervals_cover_the_true_rates_about_95_percent_of_the_time():
         covered_tar += got.tar_interval[0] <= true_tar <= got.tar_interval[1]
     assert 0.90 <= covered_far / repetitions <= 0.99, covered_far
     assert 0.90 <= covered_tar / repetitions <= 0.99, covered_tar
-
-
-def test_calibrate_a_million_pairs_is_fast():
-    rng = np.random.default_rng(0)
-    d, same = gaussian_pairs(rng, 100_000, 900_000)
-    start = time.perf_counter()
-    got = metrics.calibrate(d.astype(np.float32), same, target_far=1e-3, num_bootstrap=1000)
-    assert time.perf_counter() - start < 10.0
-    assert got.far <= 1e-3 and got.num_impostor == 900_000
 
 
 GALLERY = np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0], [4.0, 4.0]])
