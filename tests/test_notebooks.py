@@ -142,3 +142,4 @@ def test_metric_learning_retrieval(kernel_env):
     assert r["precision_at_1"] > 0.9
     assert r["roc_auc"] > r["raw_roc_auc"]
     assert r["grid_hit_rate"] > 0.8
+    assert r["unknown_rejected"] > 0.5 and r["known_correct"] > 0.8
