@@ -349,6 +349,34 @@ def test_index_sharded_over_a_mesh_and_in_query_blocks_equals_knn(metric, tmp_pa
     _assert_matches(loaded.search(q, 7)[:2], expected)
 
 
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_bfloat16_gallery_reranked_exactly(metric):
+    # Distances are the exact float32 ones; neighbours those of the float32
+    # search wherever the true ones are among the rerank * k candidates.
+    rng = np.random.default_rng(3)
+    r = rng.normal(size=(3000, 32)).astype(np.float32)
+    q = rng.normal(size=(50, 32)).astype(np.float32)
+    r[1500:1510] = r[:10]  # Exact ties: the lower index first, as knn.
+    q[:10] = r[:10] + 0.05 * rng.normal(size=(10, 32))  # Nearest: rows 0-9 (and 1500-1509).
+    exp_d, exp_i = _numpy_knn(q, r, 8, metric)
+    index = Index(32, metric=metric, storage="bfloat16", rerank=4)
+    index.add(r)
+    dist, idx, _ = index.search(q, 8)
+    recall = np.mean([len(set(a) & set(b)) / 8 for a, b in zip(idx, exp_i, strict=True)])
+    assert recall >= 0.99
+    same = np.all(idx == exp_i, axis=1)
+    assert same.mean() >= 0.9
+    f32_d, f32_i = knn(q, r, 8, metric=metric)
+    np.testing.assert_array_equal(np.asarray(f32_i)[same], idx[same])
+    np.testing.assert_allclose(dist[same], np.asarray(f32_d)[same], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dist[same], exp_d[same], rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(idx[:10, 0], np.arange(10))
+    with pytest.raises(ValueError, match="`storage`"):
+        Index(32, storage="int8")
+    with pytest.raises(ValueError, match="`rerank`"):
+        Index(32, storage="bfloat16", rerank=0)
+
+
 def test_index_round_trips_through_save_and_load(tmp_path):
     x, y = _gallery()
     index = Index(8, metric="euclidean")
