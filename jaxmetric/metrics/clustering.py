@@ -149,7 +149,9 @@ def _kmeans_pp(x, x_sq, k, key):
     key, first_key = jax.random.split(key)
     first = jax.random.randint(first_key, (), 0, n)
     centroids = jnp.zeros((k, x.shape[1]), x.dtype).at[0].set(x[first])
-    min_d = jnp.maximum(x_sq + jnp.sum(jnp.square(x[first])) - 2.0 * x @ x[first], 0.0)
+    # 2 (x.c), not (2 x).c: the same bits (2 is exact), but XLA would hoist a scaled
+    # copy of x out of the loop.
+    min_d = jnp.maximum(x_sq + jnp.sum(jnp.square(x[first])) - 2.0 * (x @ x[first]), 0.0)
 
     def body(c, carry):
         centroids, min_d, key = carry
@@ -159,7 +161,7 @@ def _kmeans_pp(x, x_sq, k, key):
         logits = jnp.where(total > 0, jnp.log(min_d), 0.0)
         idx = jax.random.categorical(sub, logits)
         new = x[idx]
-        d = jnp.maximum(x_sq + jnp.sum(jnp.square(new)) - 2.0 * x @ new, 0.0)
+        d = jnp.maximum(x_sq + jnp.sum(jnp.square(new)) - 2.0 * (x @ new), 0.0)
         return centroids.at[c].set(new), jnp.minimum(min_d, d), key
 
     centroids, _, _ = jax.lax.fori_loop(1, k, body, (centroids, min_d, key))
