@@ -12,7 +12,7 @@ $(VENV)/.created:
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.created pyproject.toml
-	$(PIP) install --quiet -e .
+	$(PIP) install --quiet -e '.[train]'
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed

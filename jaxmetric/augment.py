@@ -22,10 +22,15 @@ Two families:
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
-import ml_collections
+
+from jaxmetric import _extras
+
+if TYPE_CHECKING:  # The views are pure JAX; only the config helpers use ml_collections.
+    import ml_collections
 
 KINDS = ("mnist1d", "simclr_image", "none")
 
@@ -284,6 +289,9 @@ def augment_config() -> ml_collections.ConfigDict:
     """Default ``config.augment`` fields: ``kind`` and one block per kind of
     view, named after it (``augment.mnist1d``, ``augment.simclr_image``);
     only the block of ``kind`` is read."""
+    with _extras.requires("jaxmetric.augment.augment_config", "ml_collections"):
+        import ml_collections
+
     return ml_collections.ConfigDict(
         {
             "kind": "mnist1d",

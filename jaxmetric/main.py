@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from jaxmetric import _extras
+
+with _extras.requires("jaxmetric.main", "absl", "ml_collections"):
+    from absl import app, flags, logging
+    from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
 

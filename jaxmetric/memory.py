@@ -11,16 +11,20 @@ library's ``queue``; that name remains as a deprecated alias.)
 
 from __future__ import annotations
 
-import flax.struct
+import dataclasses
+from typing import Any
+
 import jax
 import jax.numpy as jnp
-import optax
 
 from jaxmetric import _checks, parallel
 from jaxmetric.distances import l2_normalize
 
+PyTree = Any
 
-@flax.struct.dataclass
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
 class MemoryQueue:
     """A ring buffer of K embeddings (and labels, for supervised memories).
 
@@ -40,6 +44,10 @@ class MemoryQueue:
     @property
     def size(self) -> int:
         return self.embeddings.shape[0]
+
+    def replace(self, **changes: Any) -> MemoryQueue:
+        """A copy with the given fields replaced (as ``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
 
 
 def init_queue(
@@ -135,11 +143,13 @@ def enqueue(
     )
 
 
-def ema_update(target: optax.Params, online: optax.Params, momentum: float) -> optax.Params:
+def ema_update(target: PyTree, online: PyTree, momentum: float) -> PyTree:
     """Momentum update of a target pytree: m * target + (1 - m) * online.
 
     MoCo's key encoder and BYOL's target network; ``momentum`` may be a traced
-    scalar (for a schedule). Uses ``optax.incremental_update``.
+    scalar (for a schedule). The same arithmetic as
+    ``optax.incremental_update(online, target, step_size=1 - momentum)``;
+    ``None`` leaves stay ``None``.
 
     Args:
       target: pytree of the momentum (target) parameters.
@@ -151,4 +161,10 @@ def ema_update(target: optax.Params, online: optax.Params, momentum: float) -> o
     """
     if isinstance(momentum, (int, float)) and not 0.0 <= momentum <= 1.0:
         raise ValueError(f"`momentum` must be in [0, 1], got {momentum!r}.")
-    return optax.incremental_update(online, target, step_size=1.0 - momentum)
+    step_size = 1.0 - momentum
+    return jax.tree.map(
+        lambda new, old: None if new is None else step_size * new + (1.0 - step_size) * old,
+        online,
+        target,
+        is_leaf=lambda x: x is None,
+    )

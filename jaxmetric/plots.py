@@ -10,6 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxmetric import _extras
+
+# Both are imported where they are used (scikit-learn is slow to import).
+_extras.require("jaxmetric.plots", "matplotlib", "sklearn")
+
 METHODS = ("tsne", "pca")
 
 

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import ml_collections
-from flax import nnx
 
-from jaxmetric.models.cnn import CNN1D, CNN2D
-from jaxmetric.models.init import INITS, check_init, dense_inits
-from jaxmetric.models.mlp import MLP, moco_v2_head, predictor_head, simclr_head
-from jaxmetric.models.resnet import ResNet
+from jaxmetric import _extras
+
+with _extras.requires("jaxmetric.models", "flax", "ml_collections"):
+    import ml_collections
+    from flax import nnx
+
+    from jaxmetric.models.cnn import CNN1D, CNN2D
+    from jaxmetric.models.init import INITS, check_init, dense_inits
+    from jaxmetric.models.mlp import MLP, moco_v2_head, predictor_head, simclr_head
+    from jaxmetric.models.resnet import ResNet
 
 ENCODERS = ("mlp", "cnn1d", "cnn2d", "resnet18", "resnet50")
 HEADS = ("simclr", "moco_v2", "linear", "none")
