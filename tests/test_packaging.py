@@ -90,7 +90,7 @@ def test_license_is_the_apache_2_text():
 # code in a real core-only venv.)
 CORE_CHECK = textwrap.dedent(
     """
-    import importlib, os, sys, tempfile
+    import importlib, inspect, os, sys, tempfile
 
     import jax
     import jax.numpy as jnp
@@ -107,23 +107,34 @@ CORE_CHECK = textwrap.dedent(
     z1, z2 = emb[:8], emb[8:]
     queue = jm.init_queue(16, 8, key=jax.random.key(1))
     queue = jm.enqueue(queue, z2, labels[:8])
-    values = {{
-        "triplet": jm.triplet_margin_loss(emb, labels, mining="batch_hard"),
-        "contrastive": jm.contrastive_loss(emb, labels),
-        "multi_similarity": jm.multi_similarity_loss(emb, labels),
-        "ntxent": jm.ntxent_loss(emb, labels),
-        "supcon": jm.supcon_loss(emb, labels),
-        "simclr": jm.simclr_loss(z1, z2),
-        "simclr_grad": jnp.sum(jax.grad(jm.simclr_loss)(z1, z2)),
-        "moco": jm.moco_loss(z1, z2, queue.embeddings, queue_mask=queue.valid),
-        "xbm": jm.xbm_loss(emb, labels, queue),
-        "byol": jm.byol_loss(z1, z2),
-        "vicreg": jm.vicreg_loss(z1, z2),
-        "distances": jnp.sum(distances.pairwise_distances(emb)),
+    class_rows = jax.random.normal(jax.random.key(4), (4, 8))  # [C, D] weights / proxies
+    # Every loss, called with its positional (array) arguments by name.
+    arguments = {{
+        "embeddings": emb, "labels": labels, "weights": class_rows, "proxies": class_rows,
+        "memory": queue, "z1": z1, "z2": z2, "support": queue.embeddings,
+        "queries": z1, "keys": z2, "queue": queue.embeddings, "anchors": z1,
+        "positives": z2, "predictions": z1, "targets": z2,
     }}
+    calls = {{}}
+    for name in jm.losses.__all__:
+        loss = getattr(jm, name)
+        required = [
+            p.name
+            for p in inspect.signature(loss).parameters.values()
+            if p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty
+        ]
+        unknown = [p for p in required if p not in arguments]
+        assert not unknown, (name, unknown)
+        calls[name] = (loss, required)
+    # One program for all of them: one compile instead of one per operation.
+    values = jax.jit(
+        lambda a: {{n: loss(*(a[p] for p in req)) for n, (loss, req) in calls.items()}}
+    )(arguments)
+    values["simclr_grad"] = jnp.sum(jax.grad(jm.simclr_loss)(z1, z2))
+    values["distances"] = jnp.sum(distances.pairwise_distances(emb))
     for name, value in values.items():
         assert np.isfinite(float(value)), (name, value)
-    assert float(values["triplet"]) > 0 and float(values["simclr"]) > 0
+    assert float(values["triplet_margin_loss"]) > 0 and float(values["simclr_loss"]) > 0
     pos, neg = mining.pair_masks(labels)
     assert pos.shape == (16, 16) and parallel.axis_size(None) == 1
 
