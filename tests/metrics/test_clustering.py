@@ -248,7 +248,10 @@ def test_adjusted_mutual_info_conventions():
         (lambda x, y: metrics.kmeans(x, 21, key=jax.random.key(0)), "`k`"),
         (lambda x, y: metrics.kmeans(x[0], 2, key=jax.random.key(0)), "`x`"),
         (lambda x, y: metrics.kmeans(x, 2, key=jax.random.key(0), init=x[:3]), "`init`"),
-        (lambda x, y: metrics.kmeans(x, 2, key=jax.random.key(0), init=y[:2, None]), "`init`"),
+        (
+            lambda x, y: metrics.kmeans(x, 2, key=jax.random.key(0), init=np.ones((2, 8), int)),
+            "`init`",
+        ),
         (lambda x, y: metrics.kmeans(x, 2, key=jax.random.key(0), init="kmeans++"), "`init`"),
         (lambda x, y: metrics.kmeans(x, 2, key=jax.random.key(0), num_iters=-1), "`num_iters`"),
         (lambda x, y: metrics.kmeans(x, 2, key=jax.random.key(0), n_init=0), "`n_init`"),
