@@ -101,16 +101,20 @@ def _plain(name: str):
 
 
 @functools.cache
-def _chunked(name: str, chunk_size: int):
+def _chunked(name: str, chunk_size: int, unroll=1):
     _, embed, loss = CASES[name]
-    fn = jm.chunked_value_and_grad(embed, lambda z, y: loss(z, y, None), chunk_size=chunk_size)
+    fn = jm.chunked_value_and_grad(
+        embed, lambda z, y: loss(z, y, None), chunk_size=chunk_size, unroll=unroll
+    )
     return jax.jit(fn)
 
 
 @functools.cache
-def _chunked_mapped(name: str, mapper: str):
+def _chunked_mapped(name: str, mapper: str, unroll=1):
     _, embed, loss = CASES[name]
-    fn = jm.chunked_value_and_grad(embed, lambda z, y: loss(z, y, "data"), chunk_size=SHARD_CHUNK)
+    fn = jm.chunked_value_and_grad(
+        embed, lambda z, y: loss(z, y, "data"), chunk_size=SHARD_CHUNK, unroll=unroll
+    )
     if mapper == "shard_map":
         # out_specs=P(): the loss and the gradient must be typed replicated
         # (check_vma=True), with no collective added here.
@@ -144,26 +148,30 @@ def _assert_equal(value, grads, ref_value, ref_grads):
         )
 
 
+@pytest.mark.parametrize("unroll", [1, True], ids=["rolled", "unrolled"])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_equals_plain_value_and_grad_on_one_device(name):
+def test_equals_plain_value_and_grad_on_one_device(name, unroll):
     params = make_params()
     views, labels = make_batch(BATCH)
     inputs = CASES[name][0](views)
     ref_value, ref_grads = _plain(name)(params, inputs, labels)
-    value, grads = _chunked(name, CHUNK)(params, inputs, labels)
+    value, grads = _chunked(name, CHUNK, unroll)(params, inputs, labels)
     _assert_equal(value, grads, ref_value, ref_grads)
     assert jax.tree.map(lambda g: g.dtype, grads) == jax.tree.map(lambda p: p.dtype, params)
 
 
-@pytest.mark.parametrize("mapper", ["shard_map", "pmap"])
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_sharded_equals_single_device_plain_value_and_grad(name, mapper):
+SHARDED = [(name, mapper, 1) for name in sorted(CASES) for mapper in ("shard_map", "pmap")]
+SHARDED += [("simclr", "shard_map", True), ("simclr", "pmap", True)]
+
+
+@pytest.mark.parametrize(("name", "mapper", "unroll"), SHARDED)
+def test_sharded_equals_single_device_plain_value_and_grad(name, mapper, unroll):
     assert len(jax.devices()) == NUM_DEVICES
     params = make_params(2)
     views, labels = make_batch(GLOBAL, seed=3)
     inputs = CASES[name][0](views)
     ref_value, ref_grads = _plain(name)(params, inputs, labels)
-    value, grads = _chunked_mapped(name, mapper)(params, inputs, labels)
+    value, grads = _chunked_mapped(name, mapper, unroll)(params, inputs, labels)
     if mapper == "pmap":  # one value and one gradient per device, all equal
         assert np.shape(value) == (NUM_DEVICES,)
     _assert_equal(value, grads, ref_value, ref_grads)
@@ -217,6 +225,61 @@ def test_without_jit_and_with_a_closure_over_the_labels():
     value, grads = fn(params, views[:, 0])
     ref_value, ref_grads = _plain("supcon")(params, views[:, 0], labels)
     _assert_equal(value, grads, ref_value, ref_grads)
+
+
+@pytest.mark.parametrize("unroll", [1, True], ids=["rolled", "unrolled"])
+def test_unrolled_chunks_keep_integer_and_boolean_inputs_exact(unroll):
+    # Unrolled, each chunk's inputs are tied to the previous chunk by an
+    # exact zero: uint8 images and a bool mask must pass unchanged.
+    rng = np.random.default_rng(12)
+    images = jnp.asarray(rng.integers(0, 256, size=(BATCH, IN_DIM)), jnp.uint8)
+    keep = jnp.asarray(rng.random((BATCH, IN_DIM)) > 0.2)
+    inputs = {"images": images, "keep": keep}
+
+    def embed(p, x):
+        return mlp(p, jnp.where(x["keep"], x["images"].astype(jnp.float32) / 255.0, -1.0))
+
+    def loss(z):
+        return jm.supcon_loss(z, jnp.arange(BATCH) % 8, temperature=0.5)
+
+    params = make_params(13)
+    ref_value, ref_grads = jax.value_and_grad(lambda p: loss(embed(p, inputs)))(params)
+    fn = jm.chunked_value_and_grad(embed, loss, chunk_size=CHUNK, unroll=unroll)
+    value, grads = jax.jit(fn)(params, inputs)
+    _assert_equal(value, grads, ref_value, ref_grads)
+
+
+def _wide_mlp(params, x):
+    for name in sorted(params):
+        x = jnp.tanh(x @ params[name])
+    return x
+
+
+@pytest.mark.parametrize("unroll", [1, True], ids=["rolled", "unrolled"])
+def test_chunks_bound_the_compiled_temporary_memory(unroll):
+    # XLA's buffer assignment: 8 chunks of an activation-heavy MLP need a
+    # fraction of the plain step's temporaries. Unrolled, this fails if a
+    # chunk's re-run is merged (CSE) with its first forward pass or if the
+    # chunks overlap.
+    rng = np.random.default_rng(14)
+    dims = (64, 512, 512, 512, 32)
+    params = {
+        f"w{i}": jnp.asarray(rng.normal(size=(a, b)) / np.sqrt(a), jnp.float32)
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True))
+    }
+    x = jnp.asarray(rng.normal(size=(1024, dims[0])), jnp.float32)
+
+    def loss(z):
+        return jm.ntxent_loss(z, jnp.arange(1024) % 64, temperature=0.5, block_size=128)
+
+    def temp_bytes(fn):
+        compiled = jax.jit(fn).lower(params, x).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    plain = temp_bytes(jax.value_and_grad(lambda p, x: loss(_wide_mlp(p, x))))
+    chunked = temp_bytes(jm.chunked_value_and_grad(_wide_mlp, loss, chunk_size=128, unroll=unroll))
+    assert plain > 4 * 1024 * 512 * 4  # the activations of the plain step are there
+    assert chunked < 0.4 * plain, (chunked, plain)
 
 
 # ----------------------------------------------------------------------------
@@ -319,6 +382,12 @@ def test_has_aux_global_batchnorm_per_chunk_on_8_devices(mapper):
 # ----------------------------------------------------------------------------
 # Bad arguments, named at construction or at trace time.
 # ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("unroll", [0, -1, 2.5, "all", None])
+def test_bad_unroll_is_named(unroll):
+    with pytest.raises(ValueError, match="`unroll` must be a positive int"):
+        jm.chunked_value_and_grad(mlp, jnp.sum, chunk_size=4, unroll=unroll)
 
 
 @pytest.mark.parametrize("chunk_size", [0, -4, 2.5, True, "8", None])
