@@ -456,7 +456,8 @@ class Index:
         query_block = _checks.check_int(query_block, "query_block")
         gallery, mask = self._gallery()
         candidates = k if self.storage == "float32" else min(self.rerank * k, len(self))
-        step = min(query_block, max(len(q), 1))
+        # Even blocks: the last one pads less than a full block would.
+        step = -(-len(q) // -(-len(q) // query_block)) if len(q) else 1
         dist = np.empty((len(q), k), np.float32)
         idx = np.empty((len(q), k), np.int32)
         for start in range(0, len(q), step):
