@@ -66,9 +66,9 @@ def _depend_on(tree: Any, dependency: Any) -> Any:
     In unrolled code this orders the chunks (chunk k + 1 cannot start before
     every output of chunk k exists) and keeps XLA from merging (CSE) a
     chunk's re-run with its first forward pass, which would keep every
-    chunk's activations alive. An ``optimization_barrier`` does neither on
-    XLA's CPU backend, which expands it early; a data dependency holds on
-    every backend. It is a full sum: XLA moves a slice of a result back
+    chunk's activations alive. An ``optimization_barrier`` did neither on
+    XLA's CPU backend, which removes it before scheduling; a data dependency
+    holds on every backend. It is a full sum: XLA moves a slice of a result back
     through the ops that made it, so a dependency on one element would tie
     the next chunk to one row only. The added term is -0.0 (minus 0 times a
     finite number), so every value passes unchanged, -0.0 included.
