@@ -6,7 +6,9 @@ of Lloyd iterations (20; the data needs about 30 to converge, so no
 library stops early), 2 threads each (the whole 2-core machine):
 
 - jaxmetric: ``kmeans(x, k, num_iters=20, init=centroids, tol=0.0)``, called
-  twice: the first call compiles, the second is the time;
+  twice: the first call compiles, the second is the time; on one CPU device
+  (XLA's 2 threads) and on 2 CPU devices (``jax_num_cpu_devices=2``: the
+  rows split over them);
 - faiss: ``faiss.Kmeans(d, k, niter=20, max_points_per_centroid=N)`` (no
   subsampling), ``omp_set_num_threads(2)``, ``train(x, init_centroids=...)``;
 - scikit-learn: ``KMeans(k, init=centroids, n_init=1, max_iter=20, tol=0,
@@ -50,7 +52,14 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results" / "kmeans.json"
 THREADS = 2
-CASES = ("jaxmetric", "faiss", "sklearn", "jaxmetric_seed_k-means++", "jaxmetric_seed_random")
+CASES = (
+    "jaxmetric",
+    "jaxmetric_2dev",
+    "faiss",
+    "sklearn",
+    "jaxmetric_seed_k-means++",
+    "jaxmetric_seed_random",
+)
 
 
 def _status_kib(field: str) -> int:
@@ -104,12 +113,15 @@ def run_case(name: str, n: int, dim: int, k: int, iters: int, num_blobs: int, se
         import jax
 
         jax.config.update("jax_platforms", "cpu")
+        # jaxmetric_2dev: the rows split over 2 CPU devices (one per core), as kmeans does
+        # over all of jax.local_devices().
+        jax.config.update("jax_num_cpu_devices", 2 if name == "jaxmetric_2dev" else 1)
         import jax.numpy as jnp
 
         from jaxmetric.metrics import kmeans
 
         xj = jax.device_put(x)
-        if name == "jaxmetric":
+        if name in ("jaxmetric", "jaxmetric_2dev"):
             args = dict(num_iters=iters, init=jnp.asarray(init), tol=0.0)
         else:
             args = dict(num_iters=0, n_init=1, init=name.removeprefix("jaxmetric_seed_"))
@@ -137,6 +149,7 @@ def run_case(name: str, n: int, dim: int, k: int, iters: int, num_blobs: int, se
             "xla_temp_mib": round(temp / 2**20, 1),
             "iterations": int(result.num_iters),
             "reported_inertia": float(result.inertia),
+            "cpu_devices": jax.local_device_count(),
             "jax_version": jax.__version__,
         }
     elif name == "faiss":
@@ -201,13 +214,14 @@ def run_case(name: str, n: int, dim: int, k: int, iters: int, num_blobs: int, se
 def table(results: list[dict]) -> str:
     base = next((r for r in results if r["case"] == "sklearn" and "inertia" in r), None)
     lines = [
-        "| library | Lloyd iterations | time | per iteration | first call (compile + run) "
-        "| peak RSS growth | XLA temporaries | final inertia | vs scikit-learn |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| library | Lloyd iterations | time | per iteration | CPU time (all threads) "
+        "| first call (compile + run) | peak RSS growth | XLA temporaries | final inertia "
+        "| vs scikit-learn | load average before |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['case']} | {r['error']} | | | | | | | |")
+            lines.append(f"| {r['case']} | {r['error']} |" + " |" * 9)
             continue
         iters = r["iterations"]
         per = f"{r['seconds'] / iters * 1000:.0f} ms" if iters else "-"
@@ -219,8 +233,9 @@ def table(results: list[dict]) -> str:
         seeding_only = r["case"].startswith("jaxmetric_seed_")
         rel = "-" if seeding_only or not base else f"{r['inertia'] / base['inertia'] - 1:+.4%}"
         lines.append(
-            f"| {r['case']} | {iters} | {seconds} | {per} | {compile_s} "
-            f"| {r['peak_rss_growth_mib']:.0f} MiB | {temp} | {r['inertia']:,.0f} | {rel} |"
+            f"| {r['case']} | {iters} | {seconds} | {per} | {r['cpu_seconds']:.2f} s "
+            f"| {compile_s} | {r['peak_rss_growth_mib']:.0f} MiB | {temp} "
+            f"| {r['inertia']:,.0f} | {rel} | {r.get('load_average_before', 0):.1f} |"
         )
     return "\n".join(lines)
 

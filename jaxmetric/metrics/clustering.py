@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpy.typing import ArrayLike
 
-from jaxmetric import _checks
+from jaxmetric import _checks, parallel
 from jaxmetric.metrics import _common
 
 __all__ = [
@@ -45,13 +46,14 @@ class KMeansResult(NamedTuple):
 
 
 _INITS = ("k-means++", "random")
-# Default block_size: about this many [k, block] keys (1 MiB) at a time, which stay in a
-# CPU core's L2 cache between the GEMM and the two reductions over them.
-_TILE = 2**18
+# Default block_size: about this many [k, block] keys (2 MiB) at a time, which stay in a
+# CPU core's L2 cache between the GEMM and the two reductions over them. At k = 1,000 on
+# 2 free cores 2^18 was 1.2x slower and 2^20 the same; on 1 busy core 2^18 was 1.04x faster.
+_TILE = 2**19
 
 
 def _default_block_size(n: int, k: int) -> int:
-    """The largest power of two <= 2^18 / k, within [128, 8192], and at most ``n``."""
+    """The largest power of two <= 2^19 / k, within [128, 8192], and at most ``n``."""
     block = 1 << max(int(_TILE // k).bit_length() - 1, 0)
     return min(max(block, 128), 8192, n)
 
@@ -96,7 +98,7 @@ def _assign(x, x_sq, centroids, block_size):
     return labels, jnp.maximum(keys + x_sq, 0.0)
 
 
-def _update(x, labels, dist, centroids):
+def _update(x, labels, dist, valid, centroids, axis):
     """Lloyd's update: each centroid moves to the mean of its rows.
 
     Empty clusters are re-seeded as scikit-learn does: the e-th empty cluster
@@ -104,20 +106,35 @@ def _update(x, labels, dist, centroids):
     (distances descending, ties to the lower row), which leaves its old
     cluster. A cluster that still has no row (its only row moved) keeps its
     centroid.
+
+    With ``axis`` (under ``shard_map``) the rows are this device's shard
+    (``valid`` False on the padding): the sums and counts are summed over the
+    devices, and the farthest rows are the top of every device's own farthest
+    rows, gathered device by device (so ties still go to the lower global row).
     """
     k = centroids.shape[0]
-    sums = jax.ops.segment_sum(x, labels, num_segments=k)
+    if valid is not None:
+        labels = jnp.where(valid, labels, k)  # Out of range: dropped by segment_sum.
+        dist = jnp.where(valid, dist, -jnp.inf)
+    sums = parallel.psum(jax.ops.segment_sum(x, labels, num_segments=k), axis)
     counts = jax.ops.segment_sum(jnp.ones_like(dist), labels, num_segments=k)
+    counts = parallel.psum(counts, axis)
     empty = counts == 0
 
     def reseed(sums_counts):
         sums, counts = sums_counts
-        far = jax.lax.top_k(dist, k)[1]  # [k] rows, farthest first.
+        # This device's k farthest rows (farthest first), then those of all devices.
+        far_dist, far = jax.lax.top_k(dist, min(k, dist.shape[0]))
+        far_dist, far_x, far_labels = (
+            parallel.gather(a, axis, invariant=True) for a in (far_dist, x[far], labels[far])
+        )
+        pick = jax.lax.top_k(far_dist, k)[1]
         rank = jnp.cumsum(empty) - 1  # Rank of each empty cluster among the empty ones.
-        row = far[jnp.maximum(rank, 0)]  # [k] the row each empty cluster takes.
-        moved = jnp.where(empty[:, None], x[row], 0.0)
-        sums = sums - jax.ops.segment_sum(moved, labels[row], num_segments=k)
-        counts = counts - jax.ops.segment_sum(empty.astype(counts.dtype), labels[row], k)
+        pick = pick[jnp.maximum(rank, 0)]  # [k] the candidate each empty cluster takes.
+        moved = jnp.where(empty[:, None], far_x[pick], 0.0)
+        old = far_labels[pick]
+        sums = sums - jax.ops.segment_sum(moved, old, num_segments=k)
+        counts = counts - jax.ops.segment_sum(empty.astype(counts.dtype), old, num_segments=k)
         sums = jnp.where(empty[:, None], moved, sums)
         counts = jnp.where(empty, 1.0, counts)
         return sums, counts
@@ -127,7 +144,7 @@ def _update(x, labels, dist, centroids):
     return jnp.where(filled, sums / jnp.where(filled, counts[:, None], 1.0), centroids)
 
 
-def _lloyd(x, x_sq, centroids, num_iters, tol, block_size):
+def _lloyd_local(x, x_sq, valid, centroids, tol, *, num_iters, block_size, axis):
     def cond(state):
         i, _, shift = state
         return (i < num_iters) & (shift > tol)
@@ -135,13 +152,53 @@ def _lloyd(x, x_sq, centroids, num_iters, tol, block_size):
     def body(state):
         i, centroids, _ = state
         labels, dist = _assign(x, x_sq, centroids, block_size)
-        new = _update(x, labels, dist, centroids)
+        new = _update(x, labels, dist, valid, centroids, axis)
         return i + 1, new, jnp.sum(jnp.square(new - centroids))
 
     state = (jnp.int32(0), centroids, jnp.asarray(jnp.inf, x.dtype))
     iters, centroids, _ = jax.lax.while_loop(cond, body, state)
     labels, dist = _assign(x, x_sq, centroids, block_size)
-    return KMeansResult(centroids, labels, jnp.sum(dist), iters)
+    if valid is not None:
+        dist = jnp.where(valid, dist, 0.0)
+    return KMeansResult(centroids, labels, parallel.psum(jnp.sum(dist), axis), iters)
+
+
+_AXIS = "rows"
+
+
+def _row_mesh(devices) -> jax.sharding.Mesh | None:
+    """A one-axis mesh over ``devices`` (None: all local devices); None for one device."""
+    devices = jax.local_devices() if devices is None else list(devices)
+    if not devices or not all(isinstance(d, jax.Device) for d in devices):
+        raise ValueError(f"`devices` must be a non-empty sequence of jax.Device, got {devices!r}.")
+    if len(devices) == 1:
+        return None
+    return jax.sharding.Mesh(np.array(devices), (_AXIS,))
+
+
+def _lloyd(x, x_sq, centroids, tol, *, num_iters, block_size, mesh):
+    """Lloyd iterations from ``centroids``; with ``mesh``, the rows split over its devices."""
+    if mesh is None:
+        return _lloyd_local(
+            x, x_sq, None, centroids, tol, num_iters=num_iters, block_size=block_size, axis=None
+        )
+    n = x.shape[0]
+    x, x_sq = _common.pad_rows(x, mesh.size), _common.pad_rows(x_sq, mesh.size)
+    valid = _common.pad_rows(jnp.ones((n,), bool), mesh.size, False)
+    local = functools.partial(
+        _lloyd_local,
+        num_iters=num_iters,
+        block_size=min(block_size, x.shape[0] // mesh.size),
+        axis=_AXIS,
+    )
+    rows, replicated = jax.sharding.PartitionSpec(_AXIS), jax.sharding.PartitionSpec()
+    result = jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(rows, rows, rows, replicated, replicated),
+        out_specs=KMeansResult(replicated, rows, replicated, replicated),
+    )(x, x_sq, valid, centroids, tol)
+    return result._replace(labels=result.labels[:n])
 
 
 def _kmeans_pp(x, x_sq, k, key):
@@ -173,17 +230,20 @@ def _random_init(x, k, key):
     return x[jax.random.choice(key, x.shape[0], (k,), replace=False)]
 
 
-@functools.partial(jax.jit, static_argnames=("k", "num_iters", "n_init", "init", "block_size"))
-def _kmeans(x, key, centroids, tol, *, k, num_iters, n_init, init, block_size):
+@functools.partial(
+    jax.jit, static_argnames=("k", "num_iters", "n_init", "init", "block_size", "mesh")
+)
+def _kmeans(x, key, centroids, tol, *, k, num_iters, n_init, init, block_size, mesh):
     x_sq = jnp.sum(jnp.square(x), axis=1)
     # scikit-learn's tolerance: relative to the mean variance of the features.
     tol = tol * jnp.mean(jnp.var(x, axis=0))
+    lloyd = functools.partial(_lloyd, num_iters=num_iters, block_size=block_size, mesh=mesh)
     if centroids is not None:
-        return _lloyd(x, x_sq, centroids, num_iters, tol, block_size)
+        return lloyd(x, x_sq, centroids, tol)
     seed = _kmeans_pp if init == "k-means++" else lambda x, _, k, key: _random_init(x, k, key)
 
     def run(run_key):
-        return _lloyd(x, x_sq, seed(x, x_sq, k, run_key), num_iters, tol, block_size)
+        return lloyd(x, x_sq, seed(x, x_sq, k, run_key), tol)
 
     # One run after the other (a vmap would hold n_init runs' blocks at once and run
     # each while_loop as long as the longest).
@@ -202,6 +262,7 @@ def kmeans(
     init: str | ArrayLike | None = "k-means++",
     tol: float = 1e-4,
     block_size: int | None = None,
+    devices: Sequence[jax.Device] | None = None,
 ) -> KMeansResult:
     r"""k-means (Lloyd's algorithm), blockwise, in JAX.
 
@@ -239,6 +300,14 @@ def kmeans(
     Lloyd iterations, the runs one after the other): deterministic given
     ``key``.
 
+    With several devices the rows are split over them with ``jax.shard_map``
+    (the centroids replicated): each device assigns its rows, and the
+    per-cluster sums and counts, the inertia and the farthest rows of the
+    empty-cluster rule are combined over the devices. The result is that of
+    one device up to the rounding of those sums. On a CPU, set
+    ``jax_num_cpu_devices`` to the number of cores: one device per core runs
+    faster than one device over all of them (1.15x on 2 cores).
+
     Args:
       x: [N, D] float data.
       k: number of clusters, in [1, N].
@@ -248,8 +317,11 @@ def kmeans(
       init: ``"k-means++"``, ``"random"``, or [k, D] initial centroids
         (``None`` means ``"k-means++"``).
       tol: relative tolerance of the stop, >= 0 (scikit-learn's default).
-      block_size: rows per assignment block, >= 1; by default about 2^18 / k
-        (a power of two in [128, 8192]; 256 for k = 1,000), at most N.
+      block_size: rows per assignment block, >= 1; by default about 2^19 / k
+        (a power of two in [128, 8192]; 512 for k = 1,000), at most the rows
+        of a device.
+      devices: devices to split the rows over; None: all of
+        ``jax.local_devices()``.
 
     Returns:
       A `KMeansResult` (centroids [k, D], labels [N] int32, inertia, and
@@ -275,12 +347,14 @@ def kmeans(
     x = _common.check_embeddings(x, "x")
     n, dim = x.shape
     k = _checks.check_int(k, "k", high=n)
+    mesh = _row_mesh(devices)
+    local_rows = n if mesh is None else -(-n // mesh.size)
     num_iters = _checks.check_int(num_iters, "num_iters", low=0)
     n_init = _checks.check_int(n_init, "n_init")
     tol = _checks.check_non_negative(tol, "tol")
     if block_size is None:
-        block_size = _default_block_size(n, k)
-    block_size = min(_checks.check_int(block_size, "block_size"), n)
+        block_size = _default_block_size(local_rows, k)
+    block_size = min(_checks.check_int(block_size, "block_size"), local_rows)
     centroids = None
     if init is None:
         init = "k-means++"
@@ -304,6 +378,7 @@ def kmeans(
         n_init=n_init,
         init=init,
         block_size=block_size,
+        mesh=mesh,
     )
 
 

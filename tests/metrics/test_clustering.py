@@ -126,6 +126,26 @@ def test_kmeans_matches_sklearn_when_a_cluster_empties():
     np.testing.assert_allclose(float(got.inertia), sk.inertia_, rtol=1e-5)
 
 
+@pytest.mark.parametrize("num_devices", [1, 3, 8])
+def test_kmeans_split_over_devices_matches_numpy(num_devices):
+    # Small integers: exact distances, many ties, also among the farthest rows that the
+    # three empty clusters take: the third farthest ties (rows 8 and 35, on devices 0 and
+    # 1 of 8), and the lower global row must win.
+    rng = np.random.default_rng(1)
+    x = rng.integers(-3, 4, size=(203, 4)).astype(np.float32)  # 203: uneven shards.
+    init = np.concatenate([x[:4], np.full((3, 4), 100.0, np.float32)])
+    dist = ((x[:, None] - x[None, :4]) ** 2).sum(-1).min(1)
+    assert -np.sort(-dist)[2] == -np.sort(-dist)[3]
+    devices = jax.devices()[:num_devices]
+    assert len(devices) == num_devices  # conftest.py: 8 CPU devices.
+    got = metrics.kmeans(x, 7, key=jax.random.key(0), num_iters=1, init=init, devices=devices)
+    check_against_numpy(got, x, init, 1)
+    x, _ = clustered(301, num_classes=5, spread=1.5, seed=7)
+    init = x[:7]
+    got = metrics.kmeans(x, 7, key=jax.random.key(0), num_iters=10, init=init, devices=devices)
+    check_against_numpy(got, x, init, 10)
+
+
 def test_kmeans_random_init_is_k_distinct_rows_and_jits():
     x, _ = clustered(100, num_classes=4, seed=6)
     key = jax.random.key(3)
@@ -257,6 +277,7 @@ def test_adjusted_mutual_info_conventions():
         (lambda x, y: metrics.kmeans(x, 2, key=jax.random.key(0), n_init=0), "`n_init`"),
         (lambda x, y: metrics.kmeans(x, 2, key=jax.random.key(0), tol=-1.0), "`tol`"),
         (lambda x, y: metrics.kmeans(x, 2, key=jax.random.key(0), block_size=0), "`block_size`"),
+        (lambda x, y: metrics.kmeans(x, 2, key=jax.random.key(0), devices=[]), "`devices`"),
         (lambda x, y: metrics.clustering_metrics(y, y[:-1]), "labels_pred"),
         (lambda x, y: metrics.adjusted_mutual_info(y, y[:-1]), "labels_pred"),
         (lambda x, y: metrics.adjusted_mutual_info(x, y), "labels_true"),
