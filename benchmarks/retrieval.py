@@ -7,7 +7,9 @@ under a memory cap (`_subprocess_cases.py`):
   clustered embeddings (100 classes, so R = N / 100 - 1), N = 10k, 20k, 60k:
   `jaxmetric.metrics.retrieval_metrics` on one CPU device and on two
   (``jax_num_cpu_devices=2``: the query blocks split over both cores), and
-  PML 2.9's ``AccuracyCalculator(k="max_bin_count")`` on faiss-cpu.
+  PML 2.9's ``AccuracyCalculator(k="max_bin_count")`` on faiss-cpu; and
+  60,502 embeddings with classes shaped like Stanford Online Products' test
+  split (2-12 images a product), where R is small.
   Embeddings are L2-normalised, so PML's default Euclidean faiss search and
   jaxmetric's cosine give the same ranking; the values are compared.
 - ``knn``: 10k queries against 100k references, k = 10, cosine:
@@ -50,6 +52,9 @@ CASES: dict[str, dict] = {}
 for _n in (10_000, 20_000, 60_000):
     for _impl in ("jaxmetric_1dev", "jaxmetric_2dev", "pml"):
         CASES[f"metrics_{_n // 1000}k_{_impl}"] = {"kind": "metrics", "impl": _impl, "n": _n}
+# Stanford Online Products' test split: 60,502 images of 11,316 products (2-12 each).
+for _impl in ("jaxmetric_1dev", "jaxmetric_2dev", "pml"):
+    CASES[f"metrics_sop_{_impl}"] = {"kind": "metrics", "impl": _impl, "n": 60_502, "sop": True}
 for _impl in ("jaxmetric_1dev", "faiss"):
     CASES[f"knn_100k_{_impl}"] = {"kind": "knn", "impl": _impl, "n": 100_000}
 for _impl in ("jaxmetric_1dev", "faiss"):
@@ -62,13 +67,24 @@ def _normalized(x):
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def clustered(n: int, seed: int = 0):
-    """N x 128 embeddings of 100 equal classes (L2-normalised) and labels."""
+def sop_labels(n: int, rng):
+    """Labels shaped like Stanford Online Products' test split: classes of
+    2 to 12 rows, 5.35 on average (60,502 / 11,316)."""
+    import numpy as np
+
+    sizes = np.minimum(2 + rng.poisson(3.35, n // 2), 12)
+    sizes = sizes[: np.searchsorted(np.cumsum(sizes), n) + 1]
+    return rng.permutation(np.repeat(np.arange(len(sizes)), sizes)[:n])
+
+
+def clustered(n: int, seed: int = 0, sop: bool = False):
+    """N x 128 embeddings (L2-normalised) and labels: 100 equal classes, or
+    with ``sop`` classes shaped like Stanford Online Products'."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(NUM_CLASSES, DIM)).astype(np.float32)
-    labels = np.arange(n) % NUM_CLASSES
+    labels = sop_labels(n, rng) if sop else np.arange(n) % NUM_CLASSES
+    centers = rng.normal(size=(int(labels.max()) + 1, DIM)).astype(np.float32)
     x = centers[labels] + 1.5 * rng.normal(size=(n, DIM)).astype(np.float32)
     return _normalized(x), labels
 
@@ -100,8 +116,8 @@ def _jax(devices: int):
     return jax
 
 
-def metrics_case(impl: str, n: int) -> dict:
-    x, labels = clustered(n)
+def metrics_case(impl: str, n: int, sop: bool = False) -> dict:
+    x, labels = clustered(n, sop=sop)
     if impl.startswith("jaxmetric"):
         jax = _jax(2 if impl.endswith("2dev") else 1)
         from jaxmetric.metrics import retrieval_metrics
@@ -177,8 +193,10 @@ def knn_case(impl: str, n: int) -> dict:
 def child(name: str) -> dict:
     cases.cap_memory(MEMORY_CAP_BYTES)
     spec = CASES[name]
-    run = metrics_case if spec["kind"] == "metrics" else knn_case
-    out = run(spec["impl"], spec["n"])
+    if spec["kind"] == "metrics":
+        out = metrics_case(spec["impl"], spec["n"], spec.get("sop", False))
+    else:
+        out = knn_case(spec["impl"], spec["n"])
     return {
         "case": name,
         **spec,
@@ -200,7 +218,7 @@ def _table(results: list[dict]) -> str:
     def sec(r):
         return f"{r['seconds']:.2f} s" if r and "seconds" in r else (r or {}).get("error", "-")
 
-    for n in ("10k", "20k", "60k"):
+    for n in ("10k", "20k", "60k", "sop"):
         one, two, peer = (
             by.get(f"metrics_{n}_{i}") for i in ("jaxmetric_1dev", "jaxmetric_2dev", "pml")
         )
@@ -209,7 +227,8 @@ def _table(results: list[dict]) -> str:
             ratio = (
                 f"{one['seconds'] / peer['seconds']:.2f}x / {two['seconds'] / peer['seconds']:.2f}x"
             )
-        row = [f"retrieval metrics, N = {n}", sec(one), sec(two), "PML + faiss", sec(peer), ratio]
+        what = "SOP-shaped, N = 60,502" if n == "sop" else f"N = {n}, 100 classes"
+        row = [f"retrieval metrics, {what}", sec(one), sec(two), "PML + faiss", sec(peer), ratio]
         lines.append("| " + " | ".join(row) + " |")
     for n in ("100k", "1m"):
         one, peer = by.get(f"knn_{n}_jaxmetric_1dev"), by.get(f"knn_{n}_faiss")
@@ -248,7 +267,7 @@ def main() -> None:
             agreement[f"knn_{n}_neighbour_overlap"] = _overlap(
                 ours["neighbours_head"], theirs["neighbours_head"]
             )
-    for n in ("10k", "20k", "60k"):
+    for n in ("10k", "20k", "60k", "sop"):
         ours, theirs = by.get(f"metrics_{n}_jaxmetric_1dev"), by.get(f"metrics_{n}_pml")
         if ours and theirs and "values" in ours and "values" in theirs:
             agreement[f"metrics_{n}_max_abs_difference"] = max(

@@ -7,12 +7,14 @@ O(Q M)), and optionally over a reference sharded along its rows across the
 devices of a mapped axis. It is pure and jit-compatible; ``k``, ``metric``,
 ``block_size`` and ``axis_name`` are static.
 
-Ties go to the lower reference index. ``jax.lax.top_k`` returns the earlier
-of equal values first, so every merge concatenates its candidates in the
-order of their reference indices (the running best of earlier blocks, sorted
-by (distance, index), before the current block; device 0's best before
-device 1's), which makes the result ranked on (distance, index) whatever the
-block size and the number of devices.
+References are ranked on a key that one matrix product gives (the cosine
+similarity; for Euclidean distance q.r - |r|^2 / 2), and ties go to the lower
+reference index. ``jax.lax.top_k`` returns the earlier of equal values first,
+so every merge concatenates its candidates in the order of their reference
+indices (the running best of earlier blocks, sorted by (key, index), before
+the current block's best; device 0's best before device 1's), which makes
+the result ranked on (key, index) whatever the block size and the number of
+devices.
 """
 
 from __future__ import annotations
@@ -39,22 +41,33 @@ AUTO_BLOCK_DISTANCES = 2**26
 MIN_AUTO_BLOCK = 1024
 
 
-def _block_distances(
-    q: jax.Array, q_sq: jax.Array, r: jax.Array, valid: jax.Array, metric: str
-) -> jax.Array:
-    """[Q, b] distances of the (prepared) queries to a block of reference rows
-    (in their stored dtype, computed in the queries' float32 or wider); +inf
-    for invalid rows, and valid distances capped at the largest finite
-    value, so that an invalid row never ranks before a valid one."""
+def _block_keys(q: jax.Array, r: jax.Array, valid: jax.Array, metric: str) -> jax.Array:
+    """[Q, b] ranking keys of the queries against a block of reference rows:
+    larger = nearer, one matrix product.
+
+    The queries come as [q, 1] (cosine: q normalised), each reference row as
+    [r, c]: cosine, [r / |r|, 0], the key is cos; euclidean, [r, -|r|^2 / 2],
+    the key is q.r - |r|^2 / 2 = (|q|^2 - d^2) / 2. An invalid row has
+    c = -inf (its key is -inf). The block keeps its stored dtype until here
+    (a bfloat16 gallery stays half the size); it is cast to the queries'
+    float32 (or wider). The explicit +0.0 constants keep the keys free of
+    -0.0, which top-k's total order would rank after +0.0.
+    """
     r = r.astype(q.dtype)
-    if metric == "cosine":  # q is already normalised.
-        dist = jnp.maximum(1.0 - q @ l2_normalize(r).T, 0.0)
+    if metric == "cosine":
+        r, last = l2_normalize(r), jnp.zeros(r.shape[0], r.dtype)
     else:
         r_sq = jnp.sum(jnp.square(r), axis=1)
-        dist = safe_sqrt(jnp.maximum(q_sq[:, None] + r_sq[None, :] - 2.0 * (q @ r.T), 0.0))
-    # + 0.0 turns -0.0 into +0.0, which top-k's total order would rank first.
-    dist = jnp.minimum(dist, jnp.finfo(dist.dtype).max) + 0.0
-    return jnp.where(valid[None, :], dist, jnp.inf)
+        last = jnp.where(r_sq > 0, -0.5 * r_sq, 0.0)
+    last = jnp.where(valid, last, -jnp.inf)
+    return q @ jnp.concatenate([r, last[:, None]], axis=1).T
+
+
+def _distances(keys: jax.Array, q_sq: jax.Array, metric: str) -> jax.Array:
+    """Distances of `_block_keys` (+inf for -inf keys)."""
+    if metric == "cosine":
+        return jnp.where(jnp.isneginf(keys), jnp.inf, jnp.maximum(1.0 - keys, 0.0))
+    return safe_sqrt(jnp.maximum(q_sq[:, None] - 2.0 * keys, 0.0))
 
 
 # The exact top-k of a long row goes through groups of GROUP adjacent columns
@@ -92,21 +105,21 @@ def _grouped_top_k(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
 
 
 def _top_k(
-    dist: jax.Array, index: jax.Array, k: int, recall_target: float | None = None
+    keys: jax.Array, index: jax.Array, k: int, recall_target: float | None = None
 ) -> tuple[jax.Array, jax.Array]:
-    """The k smallest of ``dist`` [Q, n] (earlier column first among equals)
+    """The k largest of ``keys`` [Q, n] (earlier column first among equals)
     and their ``index`` [Q, n] or [n]; approximate with ``recall_target``."""
     if recall_target is not None:
-        neg, pos = jax.lax.approx_max_k(-dist, k, recall_target=recall_target)
-    elif dist.shape[1] >= GROUPED_MIN_COLUMNS_PER_K * k:
-        neg, pos = _grouped_top_k(-dist, k)
+        top, pos = jax.lax.approx_max_k(keys, k, recall_target=recall_target)
+    elif keys.shape[1] >= GROUPED_MIN_COLUMNS_PER_K * k:
+        top, pos = _grouped_top_k(keys, k)
     else:
-        neg, pos = jax.lax.top_k(-dist, k)
+        top, pos = jax.lax.top_k(keys, k)
     if index.ndim == 1:
         chosen = index[pos]
     else:
         chosen = jnp.take_along_axis(index, pos, axis=1)
-    return -neg, chosen
+    return top, chosen
 
 
 def knn(
@@ -131,12 +144,18 @@ def knn(
     - ``"euclidean"``: d(q, r) = sqrt(max(||q||^2 + ||r||^2 - 2 <q, r>, 0))
       (not squared; 0 for squared distances below 1e-12).
 
-    Ties go to the lower reference index. Rows with ``reference_mask`` False
-    are never returned: when fewer than ``k`` rows are valid, the remaining
-    slots hold distance +inf and index -1.
+    Ties go to the lower reference index. The ranking is computed on float32
+    keys in one matrix product, [q, 1] . [r, c] (cosine: q and r normalised,
+    c = 0; euclidean: c = -||r||^2 / 2, so the key is (||q||^2 - d^2) / 2),
+    and the distances of the k chosen rows from their keys: two rows whose
+    distances round to the same float32 rank by their keys. Rows with
+    ``reference_mask`` False are never returned (c = -inf): when fewer than
+    ``k`` rows are valid, the remaining slots hold distance +inf and index
+    -1, as do rows with ||r||^2 beyond float32's range.
 
-    ``block_size`` scans the reference in blocks of that many rows (the last
-    one padded with masked rows), keeping a running top-k, so the memory is
+    ``block_size`` scans the reference in blocks of that many rows (rounded up
+    to a multiple of ``GROUP``; the last one padded with masked rows),
+    keeping a running top-k, so the memory is
     O(Q (block_size + k)) instead of O(Q M); the result is the same. The
     default (None) takes the whole reference at once when the [Q, M]
     distances have at most ``AUTO_BLOCK_DISTANCES`` (2^26, 256 MiB) entries,
@@ -227,43 +246,44 @@ def knn(
     q_sq = jnp.sum(jnp.square(q), axis=1)
     if metric == "cosine":
         q = l2_normalize(q)
+    q = jnp.concatenate([q, jnp.ones((q.shape[0], 1), q.dtype)], axis=1)
     offset = parallel.axis_index(axis_name).astype(jnp.int32) * m
     index = offset + jnp.arange(m, dtype=jnp.int32)
     local_k = min(k, m)
 
     if block_size is None or block_size >= m:
-        dist = _block_distances(q, q_sq, r, mask, metric)
-        best_d, best_i = _top_k(dist, jnp.where(mask, index, -1), local_k, recall_target)
+        best, best_i = _top_k(_block_keys(q, r, mask, metric), index, local_k, recall_target)
     else:
+        # Blocks of a multiple of GROUP rows: the grouped top-k needs no padding.
+        block_size = min(-(-block_size // GROUP) * GROUP, m)
         num_blocks = -(-m // block_size)
         r_blocks = _pad(r, num_blocks * block_size, 0.0).reshape(num_blocks, block_size, -1)
         mask_blocks = _pad(mask, num_blocks * block_size, False).reshape(num_blocks, block_size)
         index_blocks = _pad(index, num_blocks * block_size, -1).reshape(num_blocks, block_size)
 
         def step(carry, block):
-            best_d, best_i = carry
-            r_b, mask_b, index_b = block
-            dist = _block_distances(q, q_sq, r_b, mask_b, metric)
-            index_b = jnp.broadcast_to(jnp.where(mask_b, index_b, -1), dist.shape)
-            # Earlier blocks (lower indices) first: ties keep the lower index.
-            both_d = jnp.concatenate([best_d, dist], axis=1)
-            both_i = jnp.concatenate([best_i, index_b], axis=1)
-            return _top_k(both_d, both_i, local_k, recall_target), None
+            # The block's own top-k, then a merge with the running best: the
+            # earlier blocks (lower indices) first, so ties keep the lower index.
+            keys = _block_keys(q, block[0], block[1], metric)
+            top, top_i = _top_k(keys, block[2], min(local_k, block_size), recall_target)
+            both = jnp.concatenate([carry[0], top], axis=1)
+            both_i = jnp.concatenate([carry[1], top_i], axis=1)
+            return _top_k(both, both_i, local_k), None
 
         init = (
-            jnp.full((q.shape[0], local_k), jnp.inf, dtype),
+            jnp.full((q.shape[0], local_k), -jnp.inf, dtype),
             jnp.full((q.shape[0], local_k), -1, jnp.int32),
         )
         init = parallel.to_varying(init, axis_name)
-        (best_d, best_i), _ = jax.lax.scan(step, init, (r_blocks, mask_blocks, index_blocks))
+        (best, best_i), _ = jax.lax.scan(step, init, (r_blocks, mask_blocks, index_blocks))
 
     if axis_name is not None:
         # [Q, devices * local_k], device by device: in the order of the indices.
-        best_d = jnp.moveaxis(parallel.gather(best_d.T, axis_name, invariant=True), 0, 1)
+        best = jnp.moveaxis(parallel.gather(best.T, axis_name, invariant=True), 0, 1)
         best_i = jnp.moveaxis(parallel.gather(best_i.T, axis_name, invariant=True), 0, 1)
-        best_d, best_i = _top_k(best_d, best_i, k)
-    best_i = jnp.where(jnp.isinf(best_d), -1, best_i)
-    return best_d, best_i
+        best, best_i = _top_k(best, best_i, k)
+    dist = _distances(best, q_sq, metric)
+    return dist, jnp.where(jnp.isinf(dist), -1, best_i)
 
 
 def _pad(x: jax.Array, rows: int, value) -> jax.Array:
