@@ -291,6 +291,23 @@ def _pad(x: jax.Array, rows: int, value) -> jax.Array:
     return jnp.pad(x, widths, constant_values=value)
 
 
+def _aligned_rows(*parts: np.ndarray) -> np.ndarray:
+    """The rows of ``parts``, one after another, in a float32 array at a
+    64-byte-aligned address: the CPU backend then puts it on the device
+    without copying it (a 1M x 128 gallery is 512 MB once, not twice)."""
+    rows = sum(len(x) for x in parts)
+    shape = (rows, *parts[0].shape[1:])
+    nbytes = int(np.prod(shape)) * 4
+    buffer = np.empty(nbytes + 64, np.uint8)
+    start = -buffer.ctypes.data % 64
+    out = buffer[start : start + nbytes].view(np.float32).reshape(shape)
+    row = 0
+    for x in parts:
+        out[row : row + len(x)] = x
+        row += len(x)
+    return out
+
+
 # Queries per call of the compiled search in `Index.search` (the last block is
 # padded to this size, so every call reuses one compilation).
 QUERY_BLOCK = 4096
@@ -433,7 +450,7 @@ class Index:
                 raise ValueError("`labels` were given, but earlier rows were added without.")
             old = self._labels if self._labels is not None else np.zeros(0, np.int64)
             self._labels = np.concatenate([old, y.astype(np.int64)])
-        self._embeddings = np.concatenate([self._embeddings, x])
+        self._embeddings = _aligned_rows(self._embeddings, x)
         self._on_device = None
 
     def _gallery(self) -> tuple[jax.Array, jax.Array]:
@@ -554,6 +571,6 @@ class Index:
             index = cls(
                 meta["dim"], metric=meta["metric"], mesh=mesh, storage=storage, rerank=rerank
             )
-            index._embeddings = np.asarray(data["embeddings"], np.float32)
+            index._embeddings = _aligned_rows(data["embeddings"])
             index._labels = np.asarray(data["labels"]) if "labels" in data else None
         return index
