@@ -291,8 +291,9 @@ def kmeans(
 
     The assignment runs ``block_size`` rows at a time: one [k, block] GEMM of
     :math:`\lVert c\rVert^2 - 2\, c \cdot x` (the squared distance less
-    :math:`\lVert x\rVert^2`) and a min-reduction per block, so memory is
-    O(block_size * k), never O(N * k). The update is a ``segment_sum`` of the
+    :math:`\lVert x\rVert^2`) and two reductions per block (the minimum, then
+    the lowest index reaching it), so memory is O(block_size * k), never
+    O(N * k). The update is a ``segment_sum`` of the
     rows by label. An empty cluster is re-seeded as scikit-learn does: the
     e-th empty cluster (in index order) takes the row e-th farthest from its
     assigned centroid (ties to the lower row), which leaves its old cluster;
@@ -306,7 +307,7 @@ def kmeans(
     empty-cluster rule are combined over the devices. The result is that of
     one device up to the rounding of those sums. On a CPU, set
     ``jax_num_cpu_devices`` to the number of cores: one device per core runs
-    faster than one device over all of them (1.15x on 2 cores).
+    faster than one device over all of them (1.2x on 2 cores, k = 1,000).
 
     Args:
       x: [N, D] float data.
