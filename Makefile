@@ -59,6 +59,7 @@ bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python benchmarks/bench.py
 	$(BENCH_VENV)/bin/python benchmarks/report.py
 	$(BENCH_VENV)/bin/python benchmarks/retrieval.py
+	$(BENCH_VENV)/bin/python benchmarks/kmeans.py
 
 # Retrieval at benchmark scale: retrieval_metrics against PML + faiss, knn against faiss.
 bench-retrieval: $(BENCH_VENV)/.installed
