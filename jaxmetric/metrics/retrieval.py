@@ -11,7 +11,9 @@ Query blocks are split over the devices, the reference replicated.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
+import os
 from collections.abc import Sequence
 
 import jax
@@ -78,6 +80,7 @@ def _retrieval_sums(
     query,
     query_labels,
     num_relevant,
+    query_offset,
     reference,
     reference_labels,
     *,
@@ -92,7 +95,7 @@ def _retrieval_sums(
     _common.check_same_dim(reference, "reference", query, "query")
     num_query = query.shape[0]
     multiple = block_size * (1 if mesh is None else mesh.size)
-    index = jnp.arange(num_query, dtype=jnp.int32)
+    index = query_offset + jnp.arange(num_query, dtype=jnp.int32)
     xs = (
         _common.blocks(_common.pad_rows(query, multiple), block_size),
         _common.blocks(_common.pad_rows(query_labels, multiple), block_size),
@@ -128,6 +131,14 @@ def _retrieval_sums(
         )
     # Per-block sums and counts; summed in float64 on the host.
     return run(*xs, reference, reference_labels)
+
+
+def _host_chunks(num_query: int, block_size: int, mesh) -> int:
+    """How many concurrent calls the query rows go in: the CPU cores on a
+    single CPU device (at least a block each), else one."""
+    if mesh is not None or jax.default_backend() != "cpu":
+        return 1
+    return max(1, min(os.cpu_count() or 1, num_query // block_size))
 
 
 def _query_mesh(devices) -> jax.sharding.Mesh | None:
@@ -263,22 +274,38 @@ def retrieval_metrics(
     else:
         top = min(max(int(num_relevant.max()), max(ks, default=1), 1), candidates)
     block_size = min(_common.query_block_size(block_size, reference.shape[0]), query.shape[0])
-    sums, count = _retrieval_sums(
-        query,
-        query_labels,
-        jnp.asarray(num_relevant, jnp.int32),
-        reference,
-        reference_labels,
+    mesh = _query_mesh(devices)
+    run = functools.partial(
+        _retrieval_sums,
+        reference=reference,
+        reference_labels=reference_labels,
         metric=metric,
         loo=loo,
         top=top,
         ks=tuple(min(k, top) for k in ks),
         full_ranking=mean_average_precision,
         block_size=block_size,
-        mesh=_query_mesh(devices),
+        mesh=mesh,
     )
-    sums = np.asarray(sums, dtype=np.float64).sum(axis=0)
-    count = int(np.asarray(count).sum())
+    num_relevant = jnp.asarray(num_relevant, jnp.int32)
+    # XLA's CPU top-k runs on one thread: on a single CPU device, the query
+    # rows go in as many equal chunks as there are cores, run concurrently
+    # from host threads (padding rows have R = 0 and count for nothing).
+    chunks = _host_chunks(query.shape[0], block_size, mesh)
+    size = -(-query.shape[0] // chunks)
+    parts = [
+        (
+            _common.pad_rows(query[start : start + size], size),
+            _common.pad_rows(query_labels[start : start + size], size),
+            _common.pad_rows(num_relevant[start : start + size], size),
+            jnp.int32(start),
+        )
+        for start in range(0, query.shape[0], size)
+    ]
+    with concurrent.futures.ThreadPoolExecutor(len(parts)) as pool:
+        results = list(pool.map(lambda part: jax.device_get(run(*part)), parts))
+    sums = sum(np.asarray(s, dtype=np.float64).sum(axis=0) for s, _ in results)
+    count = int(sum(np.asarray(c).sum() for _, c in results))
     means = sums / count if count else np.zeros_like(sums)
     names = ["precision_at_1", "r_precision", "map_at_r"] + [f"recall_at_{k}" for k in ks]
     if mean_average_precision:
