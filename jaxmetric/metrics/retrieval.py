@@ -205,7 +205,9 @@ def retrieval_metrics(
     O(N M log M).
     With several devices the query blocks are split over them with
     ``jax.shard_map`` (the reference is replicated), and they run in
-    parallel; the result does not depend on the number of devices.
+    parallel; on a single CPU device the query rows go in one chunk per
+    core, run concurrently from host threads (XLA's CPU top-k uses one
+    thread). The result does not depend on either.
 
     Args:
       query: [N, D] float embeddings.
