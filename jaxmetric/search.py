@@ -257,15 +257,19 @@ def knn(
         # Blocks of a multiple of GROUP rows: the grouped top-k needs no padding.
         block_size = min(-(-block_size // GROUP) * GROUP, m)
         num_blocks = -(-m // block_size)
-        r_blocks = _pad(r, num_blocks * block_size, 0.0).reshape(num_blocks, block_size, -1)
-        mask_blocks = _pad(mask, num_blocks * block_size, False).reshape(num_blocks, block_size)
-        index_blocks = _pad(index, num_blocks * block_size, -1).reshape(num_blocks, block_size)
 
         def step(carry, block):
+            # Slices, not a padded copy of the reference: the last block ends
+            # at row m and masks the rows the previous block already had.
+            start = jnp.minimum(block * block_size, m - block_size)
+            rows = jax.lax.dynamic_slice_in_dim(r, start, block_size)
+            rows_index = jax.lax.dynamic_slice_in_dim(index, start, block_size)
+            fresh = start + jnp.arange(block_size) >= block * block_size
+            valid = jax.lax.dynamic_slice_in_dim(mask, start, block_size) & fresh
             # The block's own top-k, then a merge with the running best: the
             # earlier blocks (lower indices) first, so ties keep the lower index.
-            keys = _block_keys(q, block[0], block[1], metric)
-            top, top_i = _top_k(keys, block[2], min(local_k, block_size), recall_target)
+            keys = _block_keys(q, rows, valid, metric)
+            top, top_i = _top_k(keys, rows_index, min(local_k, block_size), recall_target)
             both = jnp.concatenate([carry[0], top], axis=1)
             both_i = jnp.concatenate([carry[1], top_i], axis=1)
             return _top_k(both, both_i, local_k), None
@@ -275,7 +279,7 @@ def knn(
             jnp.full((q.shape[0], local_k), -1, jnp.int32),
         )
         init = parallel.to_varying(init, axis_name)
-        (best, best_i), _ = jax.lax.scan(step, init, (r_blocks, mask_blocks, index_blocks))
+        (best, best_i), _ = jax.lax.scan(step, init, jnp.arange(num_blocks))
 
     if axis_name is not None:
         # [Q, devices * local_k], device by device: in the order of the indices.
@@ -284,11 +288,6 @@ def knn(
         best, best_i = _top_k(best, best_i, k)
     dist = _distances(best, q_sq, metric)
     return dist, jnp.where(jnp.isinf(dist), -1, best_i)
-
-
-def _pad(x: jax.Array, rows: int, value) -> jax.Array:
-    widths = [(0, rows - x.shape[0])] + [(0, 0)] * (x.ndim - 1)
-    return jnp.pad(x, widths, constant_values=value)
 
 
 def _aligned_rows(*parts: np.ndarray) -> np.ndarray:
@@ -456,7 +455,8 @@ class Index:
     def _gallery(self) -> tuple[jax.Array, jax.Array]:
         """The gallery and its validity mask on the devices (cached)."""
         if self._on_device is None:
-            x, mask = self._embeddings.astype(STORAGE[self.storage]), np.ones(len(self), bool)
+            x = self._embeddings.astype(STORAGE[self.storage], copy=False)  # Aliased on CPU.
+            mask = np.ones(len(self), bool)
             if self.mesh is None:
                 self._on_device = (jax.device_put(x), jax.device_put(mask))
             else:
