@@ -44,6 +44,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _subprocess_cases as cases  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "grad_cache.json"
 PLOT = ROOT / "docs" / "grad_cache_memory.png"
@@ -73,27 +77,6 @@ QUICK = [("mlp", 1024, 0), ("mlp", 1024, 256), ("resnet18", 128, 0), ("resnet18"
 
 def case_name(model: str, batch: int, chunk: int) -> str:
     return f"{model}_b{batch}_" + (f"chunk{chunk}" if chunk else "plain")
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # Resets VmHWM to the current RSS (Linux >= 4.0).
-        return True
-    except OSError:
-        return False
-
-
-# ---------------------------------------------------------------------------
-# Child: one case.
 
 
 def _mlp_setup(batch: int):
@@ -172,13 +155,13 @@ def run_case(model: str, batch: int, chunk: int) -> dict:
     compiled = jax.jit(step).lower(params, views).compile()
     compile_s = time.perf_counter() - start
 
-    rss_before = _status_kib("VmRSS")
-    reset = _reset_peak()
-    hwm_before = _status_kib("VmHWM")
+    rss_before = cases.status_kib("VmRSS")
+    reset = cases.reset_peak()
+    hwm_before = cases.status_kib("VmHWM")
     start = time.perf_counter()
     out, grads = jax.block_until_ready(compiled(params, views))
     step_s = time.perf_counter() - start
-    peak_growth_kib = _status_kib("VmHWM") - (rss_before if reset else hwm_before)
+    peak_growth_kib = cases.status_kib("VmHWM") - (rss_before if reset else hwm_before)
     loss = out[0] if has_aux else out
     grad_norm = float(sum((g.astype("float32") ** 2).sum() for g in jax.tree.leaves(grads)) ** 0.5)
     return {

@@ -55,6 +55,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _subprocess_cases as cases  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results" / "kmeans.json"
 THREADS = 2
 CASES = (
@@ -65,23 +69,6 @@ CASES = (
     "jaxmetric_seed_k-means++",
     "jaxmetric_seed_random",
 )
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # Resets VmHWM to the current RSS (Linux >= 4.0).
-        return True
-    except OSError:
-        return False
 
 
 def make_data(n: int, dim: int, k: int, num_blobs: int, seed: int):
@@ -131,9 +118,9 @@ def run_case(name: str, n: int, dim: int, k: int, iters: int, num_blobs: int, se
         else:
             args = dict(num_iters=0, n_init=1, init=name.removeprefix("jaxmetric_seed_"))
         jax.block_until_ready(xj)
-        rss_before = _status_kib("VmRSS")
-        reset = _reset_peak()
-        hwm_before = _status_kib("VmHWM")
+        rss_before = cases.status_kib("VmRSS")
+        reset = cases.reset_peak()
+        hwm_before = cases.status_kib("VmHWM")
         times = []
         for _ in range(2):  # The first call compiles.
             start, cpu = time.perf_counter(), time.process_time()
@@ -142,7 +129,7 @@ def run_case(name: str, n: int, dim: int, k: int, iters: int, num_blobs: int, se
         cpu = time.process_time() - cpu
         # The first call's peak (compilation included): the second call reuses the memory
         # the allocator kept, so its RSS hardly grows.
-        peak = _status_kib("VmHWM") - (rss_before if reset else hwm_before)
+        peak = cases.status_kib("VmHWM") - (rss_before if reset else hwm_before)
         fn = jax.jit(lambda x: kmeans(x, k, key=jax.random.key(seed), **args))
         temp = fn.lower(xj).compile().memory_analysis().temp_size_in_bytes
         centroids = np.asarray(result.centroids)
@@ -162,13 +149,13 @@ def run_case(name: str, n: int, dim: int, k: int, iters: int, num_blobs: int, se
 
         faiss.omp_set_num_threads(THREADS)
         km = faiss.Kmeans(dim, k, niter=iters, seed=seed, max_points_per_centroid=n, verbose=False)
-        rss_before = _status_kib("VmRSS")
-        reset = _reset_peak()
-        hwm_before = _status_kib("VmHWM")
+        rss_before = cases.status_kib("VmRSS")
+        reset = cases.reset_peak()
+        hwm_before = cases.status_kib("VmHWM")
         start, cpu = time.perf_counter(), time.process_time()
         km.train(x, init_centroids=init)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-        peak = _status_kib("VmHWM") - (rss_before if reset else hwm_before)
+        peak = cases.status_kib("VmHWM") - (rss_before if reset else hwm_before)
         start = time.perf_counter()
         dist, _ = km.index.search(x, 1)
         out |= {
@@ -185,15 +172,15 @@ def run_case(name: str, n: int, dim: int, k: int, iters: int, num_blobs: int, se
         from sklearn.cluster import KMeans
         from threadpoolctl import threadpool_limits
 
-        rss_before = _status_kib("VmRSS")
-        reset = _reset_peak()
-        hwm_before = _status_kib("VmHWM")
+        rss_before = cases.status_kib("VmRSS")
+        reset = cases.reset_peak()
+        hwm_before = cases.status_kib("VmHWM")
         with threadpool_limits(THREADS):
             start, cpu = time.perf_counter(), time.process_time()
             km = KMeans(k, init=init, n_init=1, max_iter=iters, tol=0.0, algorithm="lloyd")
             km.fit(x)
             seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-        peak = _status_kib("VmHWM") - (rss_before if reset else hwm_before)
+        peak = cases.status_kib("VmHWM") - (rss_before if reset else hwm_before)
         out |= {
             "seconds": seconds,
             "cpu_seconds": cpu,
