@@ -2,8 +2,10 @@
 
 One module per job:
 
-- `retrieval`: P@1, R-precision, MAP@R, mAP and Recall@k (`retrieval_metrics`),
-  blockwise over the query rows and sharded over devices;
+- `retrieval`: P@1, R-precision, MAP@R, Recall@k and (when asked) mAP
+  (`retrieval_metrics`), from each query's nearest neighbours
+  (`jaxmetric.search.knn`), blockwise over the query rows and sharded over
+  devices;
 - `classification`: the kNN classifier (`knn_predict`, `knn_accuracy`) and
   the linear probe (`linear_probe_accuracy`);
 - `verification`: ROC AUC, TAR@FAR and best accuracy of scored pairs
@@ -20,12 +22,12 @@ Conventions shared by every function here:
 
 - ``metric`` is ``"cosine"`` (distance 1 - cos) or ``"euclidean"``
   (`RETRIEVAL_METRICS`).
-- **Ties in distance** are broken by the index of the reference row: of two
-  references at the same distance, the one that comes first in
-  ``reference`` ranks first (a stable sort by distance, as a brute-force
-  faiss / ``torch.topk`` search would usually return them). Ties are judged on
-  the float32 distances computed here; rows that are identical (or, for
-  cosine, equal up to a power-of-two scale) always tie exactly.
+- **Ties** are broken by the index of the reference row: of two references
+  that rank alike, the one that comes first in ``reference`` ranks first
+  (as a brute-force faiss / ``torch.topk`` search would usually return
+  them). The ranking is `jaxmetric.search.knn`'s, on float32 keys (cosine
+  similarity, or q.r - |r|^2 / 2); rows that are identical (or, for cosine,
+  equal up to a power-of-two scale) always tie exactly.
 - Labels are non-negative integers.
 """
 
