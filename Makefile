@@ -1,6 +1,7 @@
 # Set-up and the main jobs. Each target installs what it needs into .venv.
 PYTHON ?= python3
 VENV := .venv
+BENCH_VENV := .venv-bench
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
@@ -26,9 +27,12 @@ demo: $(VENV)/.installed
 	rm -rf $(DEMO_WORKDIR)
 	$(PY) -m jaxmetric.main --config=configs/default.py --workdir=$(DEMO_WORKDIR)
 
-# Two workers: CI has two cores and most of the suite's time is XLA compiling.
-test: $(VENV)/.installed-dev
-	$(PY) -m pytest -n 2
+# Two workers: CI has two cores and most of the suite's time is XLA compiling. The tests
+# marked `torch` (parity with PyTorch / pytorch-metric-learning) run in the benchmark venv,
+# which has torch + PML beside .[dev]; the main run deselects them (docs/testing.md).
+test: $(VENV)/.installed-dev $(BENCH_VENV)/.installed
+	$(PY) -m pytest -n 2 -m "not torch"
+	$(BENCH_VENV)/bin/python -m pytest -m torch
 
 # Every Python file and notebook of the repository, and the Python blocks of the Markdown
 # files (ruff skips .venv and what .gitignore lists, .venv-bench and workdirs/ included).
@@ -43,16 +47,16 @@ NOTEBOOKS := quickstart simclr_tpu metric_learning_retrieval
 notebooks: $(VENV)/.installed-dev
 	$(VENV)/bin/jupytext --update --to notebook $(NOTEBOOKS:%=colab/%.py)
 
-# Benchmarks run in their own venv: PyTorch (CPU build) and pytorch-metric-learning
-# are peers to measure against, never dependencies of the package.
-BENCH_VENV := .venv-bench
+# Benchmarks, and the tests marked `torch`, run in their own venv: PyTorch (CPU build)
+# and pytorch-metric-learning are peers to measure against, never dependencies of the
+# package. .[dev] brings pytest and what the test modules import (collected with -m torch).
 
 $(BENCH_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(BENCH_VENV)/bin/python -m pip install --quiet torch==2.13.0 pytorch-metric-learning==2.9.0 \
 		faiss-cpu==1.15.1 scikit-learn
-	$(BENCH_VENV)/bin/python -m pip install --quiet -e .
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
 bench: $(BENCH_VENV)/.installed

@@ -1,8 +1,8 @@
 """The losses beyond the seeds against pytorch-metric-learning 2.9 (PML).
 
-PML is not a dependency: this module is skipped unless PML and torch are
-installed (they are in the benchmark venv, ``.venv-bench``, which has no
-pytest: run ``.venv-bench/bin/python tests/losses/test_pml_parity.py`` there).
+PML is not a dependency: these tests are marked ``torch`` and run in the
+benchmark venv (``.venv-bench``, torch + PML), which ``make test`` creates and
+runs them in; the main run deselects them (docs/testing.md).
 Each check builds the PML loss with the settings the docstring names, feeds
 both libraries the same float64 inputs and compares the values (rtol 1e-6).
 The batches give every anchor a positive and a negative, the case where the
@@ -14,24 +14,21 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 try:
-    import pytest
-except ModuleNotFoundError:  # The benchmark venv has no pytest: see __main__ below.
-    pytest = None
-if pytest is not None:
-    pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
-    pml_miners = pytest.importorskip("pytorch_metric_learning.miners")
-    torch = pytest.importorskip("torch")
-else:
     import pytorch_metric_learning.losses as pml_losses
     import pytorch_metric_learning.miners as pml_miners
     import torch
+except ModuleNotFoundError:  # .venv: deselected there (tests/conftest.py).
+    pml_losses = pml_miners = torch = None
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
+import jax
+import jax.numpy as jnp
 
-import jaxmetric as jm  # noqa: E402
+import jaxmetric as jm
+
+pytestmark = pytest.mark.torch
 
 B, D, C = 12, 5, 3
 

@@ -1,26 +1,25 @@
 """jaxmetric.metrics.retrieval_metrics against pytorch-metric-learning's AccuracyCalculator.
 
-PML is not a dependency: this module is skipped unless PML and torch are
-installed (they are in the benchmark venv of `make bench`, ``.venv-bench``).
+PML is not a dependency: these tests are marked ``torch`` and run in the
+benchmark venv (``.venv-bench``, torch + PML), which ``make test`` creates and
+runs them in; the main run deselects them (docs/testing.md).
 Data without ties, since PML's tie order (``torch.topk``) is unspecified.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 try:
-    import pytest
-except ModuleNotFoundError:  # The benchmark venv has no pytest: see __main__ below.
-    pytest = None
-if pytest is not None:
-    pml_calc = pytest.importorskip("pytorch_metric_learning.utils.accuracy_calculator")
-    torch = pytest.importorskip("torch")
-else:
     import pytorch_metric_learning.utils.accuracy_calculator as pml_calc
     import torch
+except ModuleNotFoundError:  # .venv: deselected there (tests/conftest.py).
+    pml_calc = torch = None
 
-from jaxmetric import metrics  # noqa: E402
+from jaxmetric import metrics
+
+pytestmark = pytest.mark.torch
 
 PML_KEYS = {
     "precision_at_1": "precision_at_1",
@@ -69,11 +68,10 @@ def check_against_pml(metric, same_source):
 
 CASES = [(m, s) for m in ("cosine", "euclidean") for s in (True, False)]
 
-if pytest is not None:
 
-    @pytest.mark.parametrize("metric,same_source", CASES)
-    def test_retrieval_metrics_equal_pml(metric, same_source):
-        check_against_pml(metric, same_source)
+@pytest.mark.parametrize("metric,same_source", CASES)
+def test_retrieval_metrics_equal_pml(metric, same_source):
+    check_against_pml(metric, same_source)
 
 
 if __name__ == "__main__":  # .venv-bench/bin/python tests/metrics/test_retrieval_pml.py
