@@ -80,6 +80,12 @@ def base_config() -> ml_collections.ConfigDict:
     )
     c.model = model_config()
     c.augment = augment.augment_config()
+    # Gradient caching (docs/training.md#gradient-caching): the encoder runs
+    # in chunks of `chunk_size` rows of the per-device batch, the loss over
+    # the whole batch; 0: off. `unroll`: the chunk loops' lax.scan unroll,
+    # "auto" = True on the CPU backend (fast convolutions), else 1.
+    # (Not type-safe: `unroll` takes "auto", a bool or an int.)
+    c.grad_cache = ml_collections.ConfigDict({"chunk_size": 0, "unroll": "auto"}, type_safe=False)
 
     # One block per training method, ``config.<name>``, declared by its
     # module in jaxmetric/train/methods/.
@@ -202,6 +208,30 @@ def _validate_method(c: ml_collections.ConfigDict, method: methods.Method) -> No
     method.validate(c)
 
 
+def _validate_grad_cache(c: ml_collections.ConfigDict, method, num_devices: int) -> None:
+    """``grad_cache``: chunk_size >= 0, dividing the per-device batch, for a
+    method that supports it; unroll "auto", a bool or a positive int."""
+    g = c.grad_cache
+    fields.non_negative_int("grad_cache.chunk_size", g.chunk_size)
+    if not (g.unroll == "auto" or isinstance(g.unroll, bool)):
+        fields.positive_int("grad_cache.unroll", g.unroll)
+    if g.chunk_size == 0:
+        return
+    if not method.grad_cache:
+        supported = tuple(m.name for m in methods.all_methods() if m.grad_cache)
+        raise ValueError(
+            f"`grad_cache.chunk_size`={g.chunk_size}: method {c.method!r} does not support "
+            f"gradient caching (its loss does not couple the batch); methods that do: "
+            f"{supported}. Set `grad_cache.chunk_size`=0."
+        )
+    per_device = c.batch_size // num_devices
+    if per_device % g.chunk_size:
+        raise ValueError(
+            f"`grad_cache.chunk_size`={g.chunk_size} must divide the per-device batch "
+            f"{per_device} (`batch_size`={c.batch_size} over {num_devices} devices)."
+        )
+
+
 def validate_config(c: ml_collections.ConfigDict, num_devices: int, process_count: int = 1) -> None:
     """Checks a config against the device count; raises ValueError naming
     the first bad field. Runs before any model is built or compiled."""
@@ -238,6 +268,7 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int, process_coun
     check_model_config(c.model)
     augment.check_augment_config(c.augment)
     _validate_method(c, method)
+    _validate_grad_cache(c, method, num_devices)
     o = c.optimizer
     fields.choice("optimizer.name", o.name, OPTIMIZERS)
     fields.choice("optimizer.schedule", o.schedule, SCHEDULES)

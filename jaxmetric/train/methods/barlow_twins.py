@@ -29,4 +29,5 @@ METHOD = Method(
     make_step=make_step,
     defaults={"lambda_offdiag": 5e-3},
     validate=validate,
+    grad_cache=True,
 )

@@ -51,6 +51,10 @@ class Method:
         otherwise empty, no slot valid.
       class_balanced: batches hold ``config.<name>.samples_per_class``
         examples of each of their classes (supervised metric learning).
+      grad_cache: the step supports gradient caching
+        (``config.grad_cache.chunk_size`` > 0: the encoder in chunks, the
+        loss over the whole batch; ``jaxmetric.chunked_value_and_grad``),
+        declared by the methods whose loss couples the batch.
     """
 
     name: str
@@ -64,6 +68,7 @@ class Method:
     queue: bool = False
     random_queue: bool = False
     class_balanced: bool = False
+    grad_cache: bool = False
 
     def config_block(self) -> ml_collections.ConfigDict:
         """A fresh ``config.<name>`` block with the defaults."""

@@ -34,4 +34,5 @@ METHOD = Method(
     validate=validate,
     needs_predictor=True,
     momentum_target=True,
+    grad_cache=True,
 )

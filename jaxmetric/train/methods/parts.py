@@ -12,6 +12,11 @@ collective is applied to it.
 Augmentation keys depend only on (state.key, step, global example index), so
 a run on 8 devices and one on 1 device with the same global batch see the
 same views and produce the same parameters.
+
+Gradient caching (``config.grad_cache.chunk_size`` > 0): `value_and_grad`
+runs the encoder in chunks of the per-device batch
+(``jaxmetric.chunked_value_and_grad``); the views are computed before, by the
+same code, so the augmentation keys do not depend on the chunks.
 """
 
 from __future__ import annotations
@@ -48,6 +53,60 @@ def two_views(state: TrainState, aug: Any, x: jax.Array) -> tuple[jax.Array, jax
         augment.batch_views(aug, view_keys(state, b, 0), x, 0),
         augment.batch_views(aug, view_keys(state, b, 1), x, 1),
     )
+
+
+def grad_cache_unroll(config: ml_collections.ConfigDict) -> int | bool:
+    """``config.grad_cache.unroll`` resolved: "auto" is True on the CPU
+    backend (XLA's CPU convolutions take their fast path only outside
+    loops; see ``jaxmetric.chunked_value_and_grad``), else 1."""
+    unroll = config.grad_cache.unroll
+    if unroll == "auto":
+        return True if jax.default_backend() == "cpu" else 1
+    return unroll
+
+
+def value_and_grad(
+    config: ml_collections.ConfigDict,
+    embed_fn: Callable[[Any, Any], tuple[Any, Any]],
+    loss_fn: Callable[..., jax.Array],
+    params: Any,
+    inputs: Any,
+    *loss_args: Any,
+) -> tuple[tuple[jax.Array, Any], Any]:
+    """``((loss, new batch stats), grads)`` of ``loss_fn(embed_fn(params,
+    inputs)[0], *loss_args)``, whole batch or in chunks.
+
+    ``embed_fn(params, inputs) -> (embeddings, new batch stats)``: a
+    training-mode forward pass; ``inputs`` and every leaf of ``embeddings``
+    have the (local) batch as their leading axis (e.g. views stacked
+    [b, V, ...] -> z [b, V, D]). ``loss_args`` (labels, targets) are passed
+    whole to ``loss_fn``.
+
+    ``config.grad_cache.chunk_size`` = 0: ``jax.value_and_grad`` of the whole
+    batch (the plain step). > 0: ``jaxmetric.chunked_value_and_grad`` with
+    chunks of that many rows of the per-device batch: the same loss and
+    gradient up to float rounding when the model has no BatchNorm; with
+    BatchNorm each chunk is normalised with its own statistics (global over
+    the devices: chunk k of every device together), and the new batch stats
+    are the mean over the chunks of each chunk's update.
+    """
+    chunk_size = config.grad_cache.chunk_size
+    if chunk_size:
+        chunked = jaxmetric.chunked_value_and_grad(
+            embed_fn,
+            loss_fn,
+            chunk_size=chunk_size,
+            has_aux=True,
+            unroll=grad_cache_unroll(config),
+        )
+        (loss, stats), grads = chunked(params, inputs, *loss_args)
+        return (loss, jax.tree.map(lambda s: jnp.mean(s, axis=0), stats)), grads
+
+    def whole(p):
+        embeddings, stats = embed_fn(p, inputs)
+        return loss_fn(embeddings, *loss_args), stats
+
+    return jax.value_and_grad(whole, has_aux=True)(params)
 
 
 def _all_finite(*trees: Any) -> jax.Array:
@@ -169,13 +228,20 @@ def momentum_predictor_step(
             config, graphdef, state, views, schedule.base_momentum, schedule.final_momentum
         )
 
-        def loss_fn(params):
-            _, (p1, p2), stats = forward_views(
-                graphdef, params, state.batch_stats, views, predict=True
+        def embed_fn(params, chunk):  # chunk [c, 2, ...] -> predictions (p1, p2)
+            _, p, stats = forward_views(
+                graphdef, params, state.batch_stats, [chunk[:, 0], chunk[:, 1]], predict=True
             )
-            return loss_of(p1, t2) + loss_of(p2, t1), stats
+            return tuple(p), stats
 
-        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        def loss_fn(predictions, t1, t2):
+            p1, p2 = predictions
+            return loss_of(p1, t2) + loss_of(p2, t1)
+
+        # The target branch stays one full-batch forward pass without gradient.
+        (loss, stats), grads = value_and_grad(
+            config, embed_fn, loss_fn, state.params, jnp.stack(views, axis=1), t1, t2
+        )
         new = apply_update(
             config,
             state,
@@ -208,13 +274,18 @@ def paired_views_step(
         del y
         views = two_views(state, aug, x)
 
-        def loss_fn(params):
-            (z1, z2), (p1, p2), stats = forward_views(
-                graphdef, params, state.batch_stats, views, predict=predict
+        def embed_fn(params, chunk):  # chunk [c, 2, ...] -> (z1, z2[, p1, p2])
+            z, p, stats = forward_views(
+                graphdef, params, state.batch_stats, [chunk[:, 0], chunk[:, 1]], predict=predict
             )
-            return (loss_of(z1, z2, p1, p2) if predict else loss_of(z1, z2)), stats
+            return (*z, *p) if predict else tuple(z), stats
 
-        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        def loss_fn(outputs):
+            return loss_of(*outputs)
+
+        (loss, stats), grads = value_and_grad(
+            config, embed_fn, loss_fn, state.params, jnp.stack(views, axis=1)
+        )
         new = apply_update(config, state, tx, loss, grads, stats)
         return new, {"loss": loss}
 

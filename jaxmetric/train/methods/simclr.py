@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 import jaxmetric
@@ -19,20 +18,23 @@ def make_step(config, graphdef, tx):
 
     def step(state, x, y):
         del y
-        b = x.shape[0]
-        v1, v2 = parts.two_views(state, aug, x)
+        views = jnp.stack(parts.two_views(state, aug, x), axis=1)  # [b, 2, ...]
 
-        def loss_fn(params):
-            # Both views in one forward pass: BN statistics over all 2N views.
+        def embed_fn(params, chunk):  # chunk [c, 2, ...] -> z [c, 2, D]
+            # Both views in one forward pass: BN statistics over all 2c views
+            # (2N without chunks).
+            c = chunk.shape[0]
             _, z, stats = parts.forward(
-                graphdef, params, state.batch_stats, jnp.concatenate([v1, v2])
+                graphdef, params, state.batch_stats, jnp.concatenate([chunk[:, 0], chunk[:, 1]])
             )
-            loss = jaxmetric.simclr_loss(
-                z[:b], z[b:], temperature=temperature, axis_name=AXIS, block_size=block_size
-            )
-            return loss, stats
+            return jnp.stack([z[:c], z[c:]], axis=1), stats
 
-        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        def loss_fn(z):
+            return jaxmetric.simclr_loss(
+                z[:, 0], z[:, 1], temperature=temperature, axis_name=AXIS, block_size=block_size
+            )
+
+        (loss, stats), grads = parts.value_and_grad(config, embed_fn, loss_fn, state.params, views)
         return parts.apply_update(config, state, tx, loss, grads, stats), {"loss": loss}
 
     return step
@@ -51,4 +53,5 @@ METHOD = Method(
     # linear in the global batch, same value and gradient).
     defaults={"temperature": 0.1, "block_size": 0},
     validate=validate,
+    grad_cache=True,
 )

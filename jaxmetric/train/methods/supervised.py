@@ -25,11 +25,14 @@ def make_step(config, graphdef, tx):
     def step(state, x, y):
         v = augment.batch_views(aug, parts.view_keys(state, x.shape[0], 0), x)
 
-        def loss_fn(params):
-            _, z, stats = parts.forward(graphdef, params, state.batch_stats, v)
-            return loss_fn_kernel(z, y, axis_name=AXIS, **kwargs), stats
+        def embed_fn(params, chunk):  # chunk [c, ...] -> z [c, D]
+            _, z, stats = parts.forward(graphdef, params, state.batch_stats, chunk)
+            return z, stats
 
-        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        def loss_fn(z, labels):
+            return loss_fn_kernel(z, labels, axis_name=AXIS, **kwargs)
+
+        (loss, stats), grads = parts.value_and_grad(config, embed_fn, loss_fn, state.params, v, y)
         return parts.apply_update(config, state, tx, loss, grads, stats), {"loss": loss}
 
     return step
@@ -83,4 +86,5 @@ METHOD = Method(
     validate=validate,
     two_views=False,
     class_balanced=True,
+    grad_cache=True,
 )

@@ -32,4 +32,5 @@ METHOD = Method(
     make_step=make_step,
     defaults={"sim_weight": 25.0, "var_weight": 25.0, "cov_weight": 1.0},
     validate=validate,
+    grad_cache=True,
 )
