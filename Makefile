@@ -55,7 +55,7 @@ $(BENCH_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(BENCH_VENV)/bin/python -m pip install --quiet torch==2.13.0 pytorch-metric-learning==2.9.0 \
-		faiss-cpu==1.15.1 scikit-learn
+		faiss-cpu==1.15.1 scikit-learn safetensors
 	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[dev]'
 	touch $@
 

@@ -22,6 +22,11 @@ with _extras.requires("jaxmetric.models", "flax", "ml_collections"):
     from jaxmetric.models.cnn import CNN1D, CNN2D
     from jaxmetric.models.init import INITS, check_init, dense_inits
     from jaxmetric.models.mlp import MLP, moco_v2_head, predictor_head, simclr_head
+    from jaxmetric.models.pretrained import (
+        load_torchvision_resnet,
+        read_safetensors,
+        torchvision_resnet_keys,
+    )
     from jaxmetric.models.resnet import ResNet
 
 ENCODERS = ("mlp", "cnn1d", "cnn2d", "resnet18", "resnet50")
@@ -43,9 +48,12 @@ __all__ = [
     "build_model",
     "check_init",
     "dense_inits",
+    "load_torchvision_resnet",
     "moco_v2_head",
     "predictor_head",
+    "read_safetensors",
     "simclr_head",
+    "torchvision_resnet_keys",
 ]
 
 
