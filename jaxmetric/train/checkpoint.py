@@ -79,18 +79,24 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 def config_differences(saved: dict, current: dict) -> list[str]:
     """Fields (dotted names) whose value differs between two config dicts,
     leaving out ``RESUMABLE_FIELDS``, the blocks of methods the current
-    config does not run, and everything under them."""
+    config does not run, and everything under them. A field that a
+    checkpoint from an older version lacks counts as its default (so a run
+    resumes after an upgrade that added a field, unless it sets that field
+    to something else)."""
+    from jaxmetric.train.config import base_config
+
     skip = RESUMABLE_FIELDS + unused_method_blocks(current)
 
     def ignored(name: str) -> bool:
         return any(name == f or name.startswith(f + ".") for f in skip)
 
     a, b = _flatten(saved), _flatten(current)
+    defaults = _flatten(config_to_dict(base_config()))
     names = sorted(n for n in set(a) | set(b) if not ignored(n))
     missing = object()
     diffs = []
     for name in names:
-        old, new = a.get(name, missing), b.get(name, missing)
+        old, new = a.get(name, defaults.get(name, missing)), b.get(name, missing)
         if old != new:
             old = "(absent)" if old is missing else repr(old)
             new = "(absent)" if new is missing else repr(new)

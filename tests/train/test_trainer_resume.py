@@ -251,3 +251,15 @@ def test_incomplete_and_truncated_checkpoints(tiny_workdir):
     state, _ = train_and_evaluate(_tiny(), str(tiny_workdir), stop_after=6, run_eval=False)
     assert int(state.step) == 6
     assert [s for s, _ in _losses(tiny_workdir)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_field_an_older_checkpoint_lacks_counts_as_its_default():
+    from jaxmetric.train.checkpoint import config_differences, config_to_dict
+
+    current = config_to_dict(base_config())
+    older = {key: value for key, value in current.items() if key != "grad_cache"}
+    assert config_differences(older, current) == []
+    changed = base_config()
+    changed.grad_cache.chunk_size = 4
+    diffs = config_differences(older, config_to_dict(changed))
+    assert diffs == ["`grad_cache.chunk_size`: 0 in the checkpoint, 4 now"]
