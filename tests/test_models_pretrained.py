@@ -253,3 +253,32 @@ def test_bad_arguments(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}xxxxxx")
     with pytest.raises(ValueError, match="not JSON"):
         load_torchvision_resnet(tmp_path / "bad.safetensors", 18)
+
+
+def test_model_config_pretrained_starts_the_encoder_from_the_weights(tmp_path):
+    """``model.pretrained``: the trainer's model (encoder + head) starts its
+    encoder from the file; the head keeps its own initialisation."""
+    from jaxmetric.models import build_model, model_config
+
+    sd = _random_state_dict(18)
+    np.savez(tmp_path / "r18.npz", **sd)
+    cfg = model_config()
+    cfg.update(
+        encoder="resnet18", stem="imagenet", head="simclr", pretrained=str(tmp_path / "r18.npz")
+    )
+    model = build_model(cfg, (32, 32, 3))
+    want = nnx.split(load_torchvision_resnet(sd, 18))[1]
+    jax.tree.map(np.testing.assert_array_equal, nnx.split(model.encoder)[1], want)
+    assert model(np.zeros((2, 32, 32, 3), np.float32), train=False)[1].shape == (2, cfg.embed_dim)
+
+    for field, value, match in [
+        ("stem", "cifar", "`model.pretrained`"),
+        ("encoder", "cnn2d", "`model.pretrained`"),
+        ("pretrained", str(tmp_path / "absent.npz"), "no file"),
+    ]:
+        bad = cfg.copy_and_resolve_references()
+        bad[field] = value
+        with pytest.raises(ValueError, match=match):
+            build_model(bad, (32, 32, 3))
+    with pytest.raises(ValueError, match="input channels"):
+        build_model(cfg, (32, 32, 1))

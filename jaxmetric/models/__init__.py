@@ -10,6 +10,8 @@ selects batch or running BatchNorm statistics.
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 
@@ -128,6 +130,18 @@ def _encoder(cfg: ml_collections.ConfigDict, input_shape: tuple[int, ...], axis_
             rngs=rngs,
         )
     depth = int(name.removeprefix("resnet"))
+    if cfg.get("pretrained", ""):
+        from jaxmetric.models.pretrained import load_torchvision_resnet
+
+        if not os.path.isfile(cfg.pretrained):
+            raise ValueError(f"`model.pretrained`: no file {cfg.pretrained!r}.")
+        encoder = load_torchvision_resnet(cfg.pretrained, depth, axis_name=axis_name, dtype=dtype)
+        if encoder.stem_conv.in_features != input_shape[-1]:
+            raise ValueError(
+                f"`model.pretrained` takes {encoder.stem_conv.in_features} input channels, "
+                f"the data has {input_shape[-1]}."
+            )
+        return encoder
     return ResNet(
         depth,
         stem=cfg.stem,
@@ -168,6 +182,15 @@ def check_model_config(cfg: ml_collections.ConfigDict) -> None:
         raise ValueError(f"`model.predictor` must be one of {PREDICTORS}, got {cfg.predictor!r}.")
     if cfg.predictor != "none" and cfg.predictor_hidden <= 0:
         raise ValueError(f"`model.predictor_hidden` must be > 0, got {cfg.predictor_hidden!r}.")
+    pretrained = cfg.get("pretrained", "")
+    if pretrained:
+        torchvision_like = cfg.stem == "imagenet" and cfg.width == 64
+        if cfg.encoder not in ("resnet18", "resnet50") or not torchvision_like:
+            raise ValueError(
+                f"`model.pretrained` ({pretrained!r}) holds torchvision ResNet weights: it needs "
+                f"`model.encoder` resnet18 or resnet50 with `model.stem='imagenet'` and "
+                f"`model.width=64`, got {cfg.encoder!r}, {cfg.stem!r}, {cfg.width!r}."
+            )
 
 
 def build_model(
@@ -252,6 +275,9 @@ def model_config() -> ml_collections.ConfigDict:
             "stem": "cifar",
             "width": 64,
             "zero_init_residual": False,
+            # A torchvision ResNet-18 / 50 state dict (.npz or .safetensors) that the
+            # encoder starts from (resnet18 / resnet50, stem "imagenet", width 64).
+            "pretrained": "",
             "head": "simclr",
             "head_hidden": 128,
             "head_layers": 2,
