@@ -92,7 +92,6 @@ def _retrieval_sums(
     block_size,
     mesh,
 ):
-    _common.check_same_dim(reference, "reference", query, "query")
     num_query = query.shape[0]
     multiple = block_size * (1 if mesh is None else mesh.size)
     index = query_offset + jnp.arange(num_query, dtype=jnp.int32)

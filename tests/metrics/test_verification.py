@@ -101,17 +101,22 @@ def gaussian_pairs(rng, num_genuine, num_impostor, mu=(0.3, 0.8), sigma=0.1):
     return d, np.arange(d.size) < num_genuine
 
 
+def shifted_pairs(seed, n, genuine_fraction, shift, ties):
+    """Impostor distances N(0, 1), genuine ones shifted down by ``shift``;
+    with ``ties``, rounded to one decimal (many ties across both kinds)."""
+    rng = np.random.default_rng(seed)
+    same = rng.random(n) < genuine_fraction
+    d = rng.normal(size=n) - shift * same
+    return (np.round(d, 1) if ties else d), same
+
+
 def gaussian_cdf(t, mu, sigma):
     return 0.5 * math.erfc((mu - t) / (sigma * math.sqrt(2.0)))
 
 
 @pytest.mark.parametrize("ties", [False, True])
 def test_calibrate_far_matches_brute_force_and_sklearn(ties):
-    rng = np.random.default_rng(3)
-    same = rng.random(600) < 0.3
-    d = rng.normal(size=600) - 1.2 * same
-    if ties:
-        d = np.round(d, 1)  # Many ties, across genuine and impostor pairs.
+    d, same = shifted_pairs(3, 600, 0.3, 1.2, ties)
     num_impostor = int((~same).sum())
     fpr, tpr, thresholds = roc_curve(same, -d, drop_intermediate=False)
     for f in (1e-4, 1 / num_impostor, 0.01, 0.05, 0.1, 0.5, 0.99):
@@ -148,11 +153,7 @@ def test_calibrate_ties_at_the_budget_reject_the_whole_group():
 
 @pytest.mark.parametrize("ties", [False, True])
 def test_calibrate_precision_matches_brute_force(ties):
-    rng = np.random.default_rng(5)
-    same = rng.random(500) < 0.4
-    d = rng.normal(size=500) - 1.0 * same
-    if ties:
-        d = np.round(d, 1)
+    d, same = shifted_pairs(5, 500, 0.4, 1.0, ties)
     for p in (0.5, 0.7, 0.9, 0.97, 0.999):
         got = metrics.calibrate(d, same, target_precision=p, num_bootstrap=10)
         want = brute_force_threshold(d, same, lambda g, i, p=p: g + i > 0 and g / (g + i) >= p)
