@@ -22,6 +22,9 @@ import numpy as np
 from jaxmetric.data import images
 
 SOURCES = ("mnist1d", "digits", "tfds")
+# ``dataset.class_split``: "" keeps the stored splits; "first_half" pools them
+# and splits by class (``class_split``).
+CLASS_SPLITS = ("", "first_half")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,6 +303,91 @@ def tfds(
     return Split(records, labels, num_classes)
 
 
+class RecordSubset(Sequence):
+    """Chosen records of one or more ``TfdsRecords`` splits, as one split.
+
+    Record ``i`` is record ``index[i]`` of ``parts[part[i]]``. It reads and
+    decodes as ``TfdsRecords`` does (batched reads, one per part; errors
+    name the stored split and its record index), and pickles to the input
+    pipeline's workers.
+    """
+
+    def __init__(
+        self, parts: Sequence[TfdsRecords], part: np.ndarray, index: np.ndarray, split: str
+    ) -> None:
+        if len(part) != len(index):
+            raise ValueError(f"`part` has {len(part)} entries, `index` {len(index)}.")
+        self.parts = list(parts)
+        self.part = np.asarray(part, np.int32)
+        self.index = np.asarray(index, np.int64)
+        self.name = self.parts[0].name
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def read(self, indices: Sequence[int]) -> list[Any]:
+        """The stored records at ``indices``: one batched read per part."""
+        indices = np.asarray(indices, np.int64)
+        out: list[Any] = [None] * len(indices)
+        for p, records in enumerate(self.parts):
+            rows = np.flatnonzero(self.part[indices] == p)
+            if len(rows):
+                for row, record in zip(rows, records.read(self.index[indices[rows]]), strict=True):
+                    out[row] = record
+        return out
+
+    def decode(self, record: Any, index: int) -> np.ndarray:
+        """One stored record -> uint8 [H, W, C] (``TfdsRecords.decode`` of its part)."""
+        return self.parts[self.part[index]].decode(record, int(self.index[index]))
+
+    def __getitem__(self, i):
+        return self.decode(self.read([i])[0], int(i))
+
+
+def class_split(splits: Sequence[Split], *, kind: str = "first_half") -> tuple[Split, Split]:
+    """The records of TFDS ``splits`` pooled, then split by class.
+
+    ``"first_half"``: with C the number of classes (the ``ClassLabel``'s), the
+    records labelled 0 .. C/2 - 1 (C/2 rounded down) form the train split,
+    those labelled C/2 .. C - 1 the test split; labels are kept as stored.
+    "A Metric Learning Reality Check" (Musgrave et al. 2020) and the papers
+    before it split CUB-200-2011 (classes 0-99 / 100-199) and Cars196 (0-97 /
+    98-195) this way; each split keeps the stored order of its records,
+    split by split. Only the labels are read (no image is decoded).
+
+    Args:
+      splits: ``Split``s of one TFDS dataset (``tfds``), e.g. train and test.
+      kind: ``"first_half"``.
+
+    Returns:
+      (train, test) ``Split``s over ``RecordSubset``s, ``num_classes`` C each.
+
+    Raises:
+      ValueError: an unknown ``kind``, ``splits`` not read from TFDS records,
+        or splits with different numbers of classes.
+    """
+    if kind != "first_half":
+        raise ValueError(f"`dataset.class_split` must be one of {CLASS_SPLITS}, got {kind!r}.")
+    if not splits or not all(isinstance(s.x, TfdsRecords) for s in splits):
+        raise ValueError("`dataset.class_split` needs the splits of a TFDS dataset.")
+    counts = {s.num_classes for s in splits}
+    if len(counts) != 1:
+        raise ValueError(f"`dataset.class_split`: the splits have {sorted(counts)} classes.")
+    (num_classes,) = counts
+    labels = np.concatenate([s.y for s in splits])
+    part = np.concatenate([np.full(len(s), p, np.int32) for p, s in enumerate(splits)])
+    index = np.concatenate([np.arange(len(s), dtype=np.int64) for s in splits])
+    parts = [s.x for s in splits]
+    stored = "+".join(s.x.split for s in splits)
+    half = num_classes // 2
+    out = []
+    for name, chosen in (("train", labels < half), ("test", labels >= half)):
+        records = RecordSubset(parts, part[chosen], index[chosen], f"{stored}[{name} classes]")
+        out.append(Split(records, labels[chosen], num_classes))
+    return out[0], out[1]
+
+
 def load(cfg) -> tuple[Split, Split]:
     """(train, test) splits for ``config.dataset``."""
     if cfg.name == "mnist1d":
@@ -312,5 +400,8 @@ def load(cfg) -> tuple[Split, Split]:
             "image_key": cfg.image_key,
             "label_key": cfg.label_key,
         }
-        return tfds(cfg.tfds_name, cfg.train_split, **kw), tfds(cfg.tfds_name, cfg.test_split, **kw)
+        train = tfds(cfg.tfds_name, cfg.train_split, **kw)
+        test = tfds(cfg.tfds_name, cfg.test_split, **kw)
+        kind = cfg.get("class_split", "")
+        return class_split([train, test], kind=kind) if kind else (train, test)
     raise ValueError(f"`dataset.name` must be one of {SOURCES}, got {cfg.name!r}.")

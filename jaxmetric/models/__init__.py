@@ -68,18 +68,32 @@ class Embedder(nnx.Module):
       predictor: maps embeddings [B, D] to predictions [B, D] (BYOL, SimSiam,
         MoCo v3), or None. Not applied by ``__call__``, so evaluation and
         the momentum (target) branch never see it; see ``predict``.
+      freeze_bn: the encoder's BatchNorm layers always run in inference mode:
+        they normalise with their running statistics, which are never
+        updated, also when ``train=True`` (the encoders' ``train`` flag
+        selects only the BatchNorm mode). Their scale and bias are still
+        trained. This is PyTorch's ``.eval()`` on the trunk's BatchNorm
+        modules, PML's ``freeze_trunk_batchnorm=True``, which "A Metric
+        Learning Reality Check" uses to fine-tune an ImageNet ResNet on
+        batches of a few classes. The head and predictor are not affected.
     """
 
     def __init__(
-        self, encoder: nnx.Module, head: nnx.Module | None, predictor: nnx.Module | None = None
+        self,
+        encoder: nnx.Module,
+        head: nnx.Module | None,
+        predictor: nnx.Module | None = None,
+        *,
+        freeze_bn: bool = False,
     ) -> None:
         self.encoder = encoder
         self.head = head
         self.predictor = predictor
+        self.freeze_bn = freeze_bn
 
     def __call__(self, x: jax.Array, *, train: bool = True) -> tuple[jax.Array, jax.Array]:
         """Returns (features h [B, F], embeddings z [B, D]), both float32."""
-        h = self.encoder(x, train=train)
+        h = self.encoder(x, train=train and not self.freeze_bn)
         z = h if self.head is None else self.head(h, train=train)
         return h.astype(jnp.float32), z.astype(jnp.float32)
 
@@ -182,6 +196,8 @@ def check_model_config(cfg: ml_collections.ConfigDict) -> None:
         raise ValueError(f"`model.predictor` must be one of {PREDICTORS}, got {cfg.predictor!r}.")
     if cfg.predictor != "none" and cfg.predictor_hidden <= 0:
         raise ValueError(f"`model.predictor_hidden` must be > 0, got {cfg.predictor_hidden!r}.")
+    if not isinstance(cfg.get("freeze_bn", False), bool):
+        raise ValueError(f"`model.freeze_bn` must be True or False, got {cfg.freeze_bn!r}.")
     pretrained = cfg.get("pretrained", "")
     if pretrained:
         torchvision_like = cfg.stem == "imagenet" and cfg.width == 64
@@ -259,7 +275,7 @@ def build_model(
             dtype=dtype,
             rngs=rngs,
         )
-    return Embedder(encoder, head, predictor)
+    return Embedder(encoder, head, predictor, freeze_bn=cfg.get("freeze_bn", False))
 
 
 def model_config() -> ml_collections.ConfigDict:
@@ -278,6 +294,10 @@ def model_config() -> ml_collections.ConfigDict:
             # A torchvision ResNet-18 / 50 state dict (.npz or .safetensors) that the
             # encoder starts from (resnet18 / resnet50, stem "imagenet", width 64).
             "pretrained": "",
+            # The encoder's BatchNorm in inference mode while training: running
+            # statistics used and frozen, scale / bias still trained (PML's
+            # freeze_trunk_batchnorm, as "A Metric Learning Reality Check").
+            "freeze_bn": False,
             "head": "simclr",
             "head_hidden": 128,
             "head_layers": 2,

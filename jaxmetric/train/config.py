@@ -14,7 +14,7 @@ import pathlib
 import ml_collections
 
 from jaxmetric import augment
-from jaxmetric.data.sources import SOURCES
+from jaxmetric.data.sources import CLASS_SPLITS, SOURCES
 from jaxmetric.models import check_model_config, model_config
 from jaxmetric.train import fields, methods
 
@@ -64,6 +64,11 @@ def base_config() -> ml_collections.ConfigDict:
             # (augment.simclr_image) use their own `size` instead.
             "image_size": 0,
             "eval_crop": 1.0,  # Inception / ImageNet: 0.875 (224 of 256)
+            # TFDS: "first_half": the records of both splits together, the
+            # first half of the classes (labels < num_classes / 2) to train,
+            # the rest to test ("A Metric Learning Reality Check"'s CUB-200 /
+            # Cars196 protocol); "": the splits as stored.
+            "class_split": "",
         }
     )
     # The input pipeline (jaxmetric.data.input_pipeline).
@@ -257,6 +262,12 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int, process_coun
     if c.dataset.name == "digits" and not 0.0 < c.dataset.test_fraction < 1.0:
         raise ValueError(
             f"`dataset.test_fraction` must be in (0, 1), got {c.dataset.test_fraction!r}."
+        )
+    fields.choice("dataset.class_split", c.dataset.class_split, CLASS_SPLITS)
+    if c.dataset.class_split and c.dataset.name != "tfds":
+        raise ValueError(
+            f"`dataset.class_split`={c.dataset.class_split!r} needs `dataset.name`='tfds', "
+            f"got {c.dataset.name!r}."
         )
     fields.non_negative_int("dataset.image_size", c.dataset.image_size)
     if not 0.0 < c.dataset.eval_crop <= 1.0:
