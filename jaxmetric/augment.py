@@ -13,10 +13,15 @@ Two families:
   add a random slope, a random offset and Gaussian noise.
 - ``simclr_image_view``: SimCLR's image views (Chen et al. 2020, appendix
   A): random resized crop, horizontal flip, colour jitter (p=0.8),
-  grayscale (p=0.2) and Gaussian blur (ImageNet recipe, p=0.5). The
-  trainer's input pipeline cuts and flips the crops on the host, from the
-  original image (``jaxmetric.data.images``); on device it runs only
-  ``simclr_color_view``.
+  grayscale (p=0.2) and Gaussian blur (ImageNet recipe, p=0.5), plus
+  BYOL's solarisation (Grill et al. 2020, appendix B). The trainer's input
+  pipeline cuts and flips the crops on the host, from the original image
+  (``jaxmetric.data.images``); on device it runs only ``simclr_color_view``.
+
+Blur and solarisation may differ between the two views of a pair
+(``augment.simclr_image.blur_prob`` / ``solarize_prob``: one probability
+for every view, or a pair (view 1, view 2)): BYOL's asymmetric views are
+blur (1.0, 0.1) and solarisation (0.0, 0.2).
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ if TYPE_CHECKING:  # The views are pure JAX; only the config helpers use ml_coll
     import ml_collections
 
 KINDS = ("mnist1d", "simclr_image", "none")
+# Fields of ``augment.simclr_image`` that take a probability per view.
+PER_VIEW = ("blur_prob", "solarize_prob")
+NUM_VIEWS = 2  # the views of a pair; the trainer's methods use one or two
 
 
 # --------------------------------------------------------------------------- 1-D
@@ -205,6 +213,34 @@ def gaussian_blur(image: jax.Array, sigma: jax.Array, kernel_size: int) -> jax.A
     return sum(k[i] * rows[:, i : i + w] for i in range(kernel_size))
 
 
+def solarize(image: jax.Array, *, threshold: float = 0.5) -> jax.Array:
+    """Solarisation of an image in [0, 1]: every value >= ``threshold`` is
+    inverted, ``x -> 1 - x`` where ``x >= threshold``, else ``x``.
+
+    On uint8 images scaled by 1 / 255 and ``threshold=0.5`` this is PIL's
+    ``ImageOps.solarize`` (threshold 128), the operation of BYOL's,
+    Barlow Twins' and VICReg's views (Grill et al. 2020, appendix B). The
+    random application, per example with its own key and a probability, is
+    ``simclr_color_view``'s ``solarize_prob``.
+
+    Args:
+      image: [..., C] (any shape), float in [0, 1].
+      threshold: in [0, 1].
+
+    Returns:
+      The solarised image, same shape and dtype.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxmetric.augment import solarize
+      >>> solarize(jnp.array([0.25, 0.5, 0.75]))
+      Array([0.25, 0.5 , 0.25], dtype=float32)
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"`threshold` must be in [0, 1], got {threshold!r}.")
+    return jnp.where(image >= threshold, 1.0 - image, image)
+
+
 def _float_image(image: jax.Array) -> jax.Array:
     """An image [H, W] or [H, W, C], uint8 or float in [0, 1], as float
     [H, W, C] in [0, 1]."""
@@ -221,10 +257,13 @@ def simclr_color_view(
     jitter_prob: float = 0.8,
     grayscale_prob: float = 0.2,
     blur_prob: float = 0.0,
+    solarize_prob: float = 0.0,
 ) -> jax.Array:
-    """The device half of a SimCLR view: colour jitter, grayscale and blur of
-    a crop [S, S, C] (uint8 or float in [0, 1]) that the input pipeline has
-    already cut and flipped (``jaxmetric.data.images.train_views``).
+    """The device half of a SimCLR / BYOL view: colour jitter, grayscale,
+    blur and solarisation, in that order, of a crop [S, S, C] (uint8 or
+    float in [0, 1]) that the input pipeline has already cut and flipped
+    (``jaxmetric.data.images.train_views``). Each step is applied with its
+    probability, drawn from this example's key.
 
     Args:
       key: PRNG key of this example and view.
@@ -234,7 +273,10 @@ def simclr_color_view(
       jitter_prob: probability of colour jitter (0.8).
       grayscale_prob: probability of grayscale (0.2).
       blur_prob: probability of Gaussian blur, sigma ~ U(0.1, 2.0), kernel
-        10% of the side (ImageNet: 0.5; CIFAR: 0, as in the paper).
+        10% of the side (SimCLR: 0.5 on ImageNet, 0 on CIFAR; BYOL: 1.0 on
+        view 1, 0.1 on view 2).
+      solarize_prob: probability of ``solarize`` (threshold 0.5; BYOL: 0.0
+        on view 1, 0.2 on view 2).
 
     Returns:
       The view [S, S, C], float32 in [0, 1].
@@ -253,6 +295,10 @@ def simclr_color_view(
         sigma = jax.random.uniform(k_blur, (), minval=0.1, maxval=2.0)
         blurred = gaussian_blur(image, sigma, ksize)
         image = jnp.where(jax.random.bernoulli(k_pb, blur_prob), blurred, image)
+    if solarize_prob > 0:
+        # Folded from the example's key so that the draws above keep their keys.
+        k_sol = jax.random.fold_in(key, 5)
+        image = jnp.where(jax.random.bernoulli(k_sol, solarize_prob), solarize(image), image)
     return image
 
 
@@ -288,9 +334,20 @@ def simclr_image_view(
 def augment_config() -> ml_collections.ConfigDict:
     """Default ``config.augment`` fields: ``kind`` and one block per kind of
     view, named after it (``augment.mnist1d``, ``augment.simclr_image``);
-    only the block of ``kind`` is read."""
+    only the block of ``kind`` is read.
+
+    ``augment.simclr_image.blur_prob`` and ``solarize_prob`` are per view:
+    a probability for every view, or a pair (view 1, view 2) for
+    asymmetric views such as BYOL's, ``blur_prob=(1.0, 0.1)``,
+    ``solarize_prob=(0.0, 0.2)``. A one-view method (``supervised``) uses
+    view 1's."""
     with _extras.requires("jaxmetric.augment.augment_config", "ml_collections"):
         import ml_collections
+
+    def per_view(p: float) -> ml_collections.FieldReference:
+        # A float or a tuple: the field's type is left open (ml_collections
+        # otherwise refuses a tuple where the default is a float).
+        return ml_collections.FieldReference(p, field_type=object)
 
     return ml_collections.ConfigDict(
         {
@@ -312,7 +369,8 @@ def augment_config() -> ml_collections.ConfigDict:
                 "jitter_strength": 0.5,
                 "jitter_prob": 0.8,
                 "grayscale_prob": 0.2,
-                "blur_prob": 0.0,
+                "blur_prob": per_view(0.0),
+                "solarize_prob": per_view(0.0),
             },
         }
     )
@@ -335,11 +393,39 @@ def check_augment_config(cfg: ml_collections.ConfigDict) -> None:
                 "`augment.simclr_image.crop_scale` must satisfy 0 < lo <= hi <= 1, "
                 f"got {p.crop_scale!r}."
             )
-        for name in ("jitter_prob", "grayscale_prob", "blur_prob"):
+        for name in ("jitter_prob", "grayscale_prob"):
             if not 0.0 <= p[name] <= 1.0:
                 raise ValueError(
                     f"`augment.simclr_image.{name}` must be in [0, 1], got {p[name]!r}."
                 )
+        for name in PER_VIEW:
+            _check_per_view(f"augment.simclr_image.{name}", p[name])
+
+
+def _is_probability(p: object) -> bool:
+    return isinstance(p, int | float) and not isinstance(p, bool) and 0.0 <= p <= 1.0
+
+
+def _check_per_view(name: str, value: object) -> None:
+    """A probability in [0, 1], or a tuple / list of ``NUM_VIEWS`` of them."""
+    if _is_probability(value):
+        return
+    if (
+        isinstance(value, tuple | list)
+        and len(value) == NUM_VIEWS
+        and all(_is_probability(v) for v in value)
+    ):
+        return
+    raise ValueError(
+        f"`{name}` must be a probability in [0, 1] for every view, or a pair of them "
+        f"(view 1, view 2), got {value!r}."
+    )
+
+
+def view_probability(value: float | tuple[float, ...], index: int) -> float:
+    """The probability of view ``index`` (0: view 1) of a per-view field:
+    ``value`` itself, or its entry ``index``."""
+    return float(value[index]) if isinstance(value, tuple | list) else float(value)
 
 
 def crops_on_host(cfg: ml_collections.ConfigDict) -> bool:
@@ -350,9 +436,10 @@ def crops_on_host(cfg: ml_collections.ConfigDict) -> bool:
     return cfg.kind == "simclr_image"
 
 
-def view(cfg: ml_collections.ConfigDict, key: jax.Array, x: jax.Array) -> jax.Array:
-    """One view of one example under ``config.augment`` (for image kinds, of
-    one host-made crop of it)."""
+def view(cfg: ml_collections.ConfigDict, key: jax.Array, x: jax.Array, index: int = 0) -> jax.Array:
+    """View ``index`` (0: view 1) of one example under ``config.augment``
+    (for image kinds, of one host-made crop of it); ``index`` picks the
+    per-view probabilities (``PER_VIEW``)."""
     if cfg.kind == "mnist1d":
         return mnist1d_view(key, x, **cfg.mnist1d.to_dict())
     if cfg.kind == "simclr_image":
@@ -363,7 +450,8 @@ def view(cfg: ml_collections.ConfigDict, key: jax.Array, x: jax.Array) -> jax.Ar
             jitter_strength=p.jitter_strength,
             jitter_prob=p.jitter_prob,
             grayscale_prob=p.grayscale_prob,
-            blur_prob=p.blur_prob,
+            blur_prob=view_probability(p.blur_prob, index),
+            solarize_prob=view_probability(p.solarize_prob, index),
         )
     return preprocess(cfg, x)
 
@@ -386,7 +474,8 @@ def batch_views(
 ) -> jax.Array:
     """View ``index`` of a batch, one key per example (keys [B]): of x
     [B, ...], or, where the pipeline cuts the crops (``crops_on_host``), of
-    its crop ``index`` in x [B, V, ...]."""
+    its crop ``index`` in x [B, V, ...]; with view ``index``'s blur and
+    solarisation probabilities."""
     if crops_on_host(cfg):
         x = x[:, index]
-    return jax.vmap(lambda k, e: view(cfg, k, e))(keys, x)
+    return jax.vmap(lambda k, e: view(cfg, k, e, index))(keys, x)

@@ -1,5 +1,7 @@
 """Augmentations against NumPy / SciPy references."""
 
+import doctest
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -177,3 +179,113 @@ def test_bad_field_of_the_kinds_block_names_it(kind, field, value):
     # Only the block of `kind` is read: the other kind's bad field passes.
     cfg.kind = "simclr_image" if kind == "mnist1d" else "mnist1d"
     augment.check_augment_config(cfg)
+
+
+# --------------------------------------------------------------------------- solarisation
+
+
+def _solarize_reference(u8: np.ndarray) -> np.ndarray:
+    """PIL's ImageOps.solarize (threshold 128) on uint8, as floats in [0, 1]."""
+    return np.where(u8 >= 128, 255 - u8, u8).astype(np.float32) / 255.0
+
+
+def test_solarize_matches_the_pil_rule_on_uint8_images():
+    u8 = np.arange(256, dtype=np.uint8).reshape(16, 16, 1)
+    got = np.asarray(augment.solarize(jnp.asarray(u8, jnp.float32) / 255.0))
+    np.testing.assert_allclose(got, _solarize_reference(u8), atol=1e-7)
+    # Another threshold: x -> 1 - x exactly where x >= threshold.
+    x = np.random.default_rng(0).uniform(size=(5, 4, 3)).astype(np.float32)
+    got = np.asarray(augment.solarize(jnp.asarray(x), threshold=0.3))
+    np.testing.assert_array_equal(got, np.where(x >= 0.3, 1.0 - x, x))
+    with pytest.raises(ValueError, match="`threshold`"):
+        augment.solarize(jnp.asarray(x), threshold=1.5)
+    # Its docstring example (augment is outside tests/test_docstrings.py's kernels).
+    results = doctest.DocTestRunner().run(
+        doctest.DocTestFinder().find(augment.solarize, "solarize")[0]
+    )
+    assert results.failed == 0 and results.attempted > 0
+
+
+_PLAIN = dict(jitter_prob=0.0, grayscale_prob=0.0)
+
+
+def test_solarize_prob_zero_and_one_are_exact():
+    crops = np.random.default_rng(1).integers(0, 256, size=(6, 8, 8, 3)).astype(np.uint8)
+    keys = jax.random.split(jax.random.key(0), 6)
+
+    def views(p):
+        return np.asarray(
+            jax.vmap(lambda k, c: augment.simclr_color_view(k, c, solarize_prob=p, **_PLAIN))(
+                keys, jnp.asarray(crops)
+            )
+        )
+
+    np.testing.assert_allclose(views(0.0), crops / np.float32(255.0), atol=1e-7)
+    np.testing.assert_allclose(views(1.0), _solarize_reference(crops), atol=1e-7)
+
+
+def test_solarize_prob_is_drawn_per_example():
+    # p = 0.2: each example is either untouched or solarised (nothing else),
+    # and the solarised fraction of 4,000 keys is 0.2 within 4 binomial sigmas.
+    crop = np.random.default_rng(2).integers(0, 256, size=(4, 4, 3)).astype(np.uint8)
+    keys = jax.random.split(jax.random.key(3), 4000)
+    out = np.asarray(
+        jax.vmap(lambda k: augment.simclr_color_view(k, crop, solarize_prob=0.2, **_PLAIN))(keys)
+    )
+    plain = np.all(np.abs(out - crop / np.float32(255.0)) < 1e-6, axis=(1, 2, 3))
+    flipped = np.all(np.abs(out - _solarize_reference(crop)) < 1e-6, axis=(1, 2, 3))
+    assert np.all(plain ^ flipped)
+    assert abs(flipped.mean() - 0.2) < 4 * np.sqrt(0.2 * 0.8 / 4000)
+
+
+def _simclr_cfg(**fields):
+    cfg = augment.augment_config()
+    cfg.kind = "simclr_image"
+    cfg.simclr_image.size = 8
+    cfg.simclr_image.jitter_prob = 0.0
+    cfg.simclr_image.grayscale_prob = 0.0
+    for name, value in fields.items():
+        cfg.simclr_image[name] = value
+    augment.check_augment_config(cfg)
+    return cfg
+
+
+def test_per_view_probabilities_apply_to_their_view():
+    # BYOL's asymmetry at its extremes: view 1 blurred (p=1) and never
+    # solarised, view 2 solarised (p=1) and never blurred.
+    cfg = _simclr_cfg(blur_prob=(1.0, 0.0), solarize_prob=(0.0, 1.0))
+    crops = np.random.default_rng(4).integers(0, 256, size=(3, 2, 8, 8, 3)).astype(np.uint8)
+    keys = jax.random.split(jax.random.key(5), 3)
+    v1 = np.asarray(augment.batch_views(cfg, keys, jnp.asarray(crops), 0))
+    v2 = np.asarray(augment.batch_views(cfg, keys, jnp.asarray(crops), 1))
+    # View 2: exactly the NumPy solarisation of its crop.
+    np.testing.assert_allclose(v2, _solarize_reference(crops[:, 1]), atol=1e-7)
+    # View 1: a SciPy Gaussian blur of its crop (kernel 3 at side 8, mirror
+    # edges) for some sigma in [0.1, 2], never the crop itself.
+    for i in range(3):
+        image = crops[i, 0] / np.float64(255.0)
+        assert np.abs(v1[i] - image).max() > 1e-3
+
+        def error(sigma, image=image, got=v1[i]):
+            want = ndimage.gaussian_filter(
+                image, sigma=(sigma, sigma, 0), mode="mirror", truncate=1 / sigma
+            )
+            return np.abs(got - want).max()
+
+        fit = optimize.minimize_scalar(error, bounds=(0.1, 2.0), method="bounded")
+        assert fit.fun < 1e-5
+    # One probability for every view: both views solarised.
+    both = _simclr_cfg(solarize_prob=1.0)
+    for index in (0, 1):
+        got = np.asarray(augment.batch_views(both, keys, jnp.asarray(crops), index))
+        np.testing.assert_allclose(got, _solarize_reference(crops[:, index]), atol=1e-7)
+
+
+@pytest.mark.parametrize("field", augment.PER_VIEW)
+@pytest.mark.parametrize("value", [1.5, -0.1, (0.5,), (0.5, 0.2, 0.1), (0.5, 2.0), "0.5", True])
+def test_bad_per_view_probability_names_the_field(field, value):
+    cfg = augment.augment_config()
+    cfg.kind = "simclr_image"
+    cfg.simclr_image[field] = value
+    with pytest.raises(ValueError, match=f"`augment.simclr_image.{field}`"):
+        augment.check_augment_config(cfg)
