@@ -97,3 +97,80 @@ def write_jpeg_images(data_dir: str) -> str:
     """Prepares ``jpeg_images`` in ``data_dir``; returns its name."""
     JpegImages(data_dir=data_dir, file_format="array_record").download_and_prepare()
     return "jpeg_images"
+
+
+def _png(rng: np.random.Generator, h: int, w: int, channels: int) -> bytes:
+    import cv2
+
+    image = rng.integers(0, 256, (h, w, channels)).astype(np.uint8)
+    ok, data = cv2.imencode(".png", image)
+    assert ok
+    return data.tobytes()
+
+
+def _mock_builder(base, version):
+    """A builder with ``base``'s name, version and features (one of TFDS's own
+    builders) whose records are generated here instead of downloaded, so that
+    ``tfds.data_source(base.name, data_dir=...)`` reads it with TFDS's own
+    builder. ``labels[split]`` gives each record's label."""
+    from tensorflow_datasets.core import load
+
+    class Mock(base, skip_registration=True):
+        name = load.builder_cls(base.name).name
+        VERSION = tfds.core.Version(version)
+        SUPPORTED_VERSIONS = []
+        labels: dict[str, list[int]] = {}
+
+        def _split_generators(self, dl_manager):
+            del dl_manager
+            return {s: self._generate_examples(s) for s in self.labels}
+
+        def _generate_examples(self, split):
+            rng = np.random.default_rng(sorted(self.labels).index(split))
+            names = self.info.features["label"].names
+            for i, y in enumerate(self.labels[split]):
+                image = _jpeg(rng)
+                example = {
+                    "image": image,
+                    "label": int(y),
+                    "bbox": tfds.features.BBox(0.1, 0.2, 0.8, 0.9),
+                }
+                if self.name == "caltech_birds2011":
+                    example |= {
+                        "image/filename": f"{split}/{i}.jpg",
+                        "label_name": names[y],
+                        "segmentation_mask": _png(rng, 8, 8, 1),
+                    }
+                else:  # cars196
+                    example["id"] = f"{split}_{i:05d}"
+                yield f"{split}/{i}", example
+
+    return Mock
+
+
+# Labels of the mock CUB-200-2011 / Cars196 records: every class boundary of
+# MLRC's split (0, C/2 - 1, C/2, C - 1) in both stored splits, and random ones.
+def mock_labels(num_classes: int, n: int, seed: int) -> list[int]:
+    half = num_classes // 2
+    rng = np.random.default_rng(seed)
+    return [0, half - 1, half, num_classes - 1, *rng.integers(0, num_classes, n - 4).tolist()]
+
+
+def write_mock_tfds(data_dir: str, name: str, sizes=(14, 10)) -> str:
+    """Writes a few records of TFDS's ``caltech_birds2011`` or ``cars196`` in
+    ``data_dir``, with TFDS's own features and version (JPEG images made with
+    OpenCV; no download, no TensorFlow); returns ``name``."""
+    from tensorflow_datasets.image_classification import caltech_birds, cars196
+
+    base, version = {
+        "caltech_birds2011": (caltech_birds.CaltechBirds2011, "0.2.0"),
+        "cars196": (cars196.Cars196, "2.1.0"),
+    }[name]
+    builder_cls = _mock_builder(base, version)
+    num_classes = 200 if name == "caltech_birds2011" else 196
+    builder_cls.labels = {
+        split: mock_labels(num_classes, n, seed)
+        for seed, (split, n) in enumerate(zip(("train", "test"), sizes, strict=True))
+    }
+    builder_cls(data_dir=data_dir, file_format="array_record").download_and_prepare()
+    return name

@@ -111,3 +111,48 @@ def test_the_first_open_writes_a_label_index_that_later_opens_read(tmp_path):
     np.testing.assert_array_equal(sources.tfds(name, "train", data_dir=data_dir).y, want)
     with np.load(index) as f:
         assert str(f["fingerprint"]) == str(fingerprint)
+
+
+@pytest.mark.parametrize("name,num_classes", [("caltech_birds2011", 200), ("cars196", 196)])
+def test_first_half_class_split_pools_the_splits_and_splits_by_class(tmp_path, name, num_classes):
+    import ml_collections
+
+    from tests.datasets import write_mock_tfds
+
+    data_dir = str(tmp_path)
+    write_mock_tfds(data_dir, name)  # TFDS's own features and version, few records.
+    cfg = ml_collections.ConfigDict(
+        {"name": "tfds", "tfds_name": name, "train_split": "train", "test_split": "test",
+         "data_dir": data_dir, "image_key": "image", "label_key": "label",
+         "class_split": "first_half"}
+    )  # fmt: skip
+    train, test = sources.load(cfg)
+    # The reference: every stored record, read and decoded by TFDS itself.
+    stored = {}
+    for split in ("train", "test"):
+        ref = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+        for i in range(len(ref)):
+            stored[(split, i)] = (int(ref[i]["label"]), ref[i]["image"])
+    half = num_classes // 2  # CUB-200: 100 (0-99 / 100-199); Cars196: 98 (0-97 / 98-195)
+    seen = []
+    for got, chosen in ((train, lambda y: y < half), (test, lambda y: y >= half)):
+        assert got.num_classes == num_classes
+        want = sorted(k for k, (y, _) in stored.items() if chosen(y))
+        keys = [
+            (("train", "test")[p], int(i)) for p, i in zip(got.x.part, got.x.index, strict=True)
+        ]
+        assert sorted(keys) == want and len(set(keys)) == len(keys)
+        seen += keys
+        records = got.x.read(np.arange(len(got)))
+        for row, key in enumerate(keys):
+            label, image = stored[key]
+            assert got.y[row] == label
+            np.testing.assert_array_equal(got.x.decode(records[row], row), image)
+    assert sorted(seen) == sorted(stored)  # every record exactly once
+    assert {0, half - 1} <= set(train.y.tolist()) and {half, num_classes - 1} <= set(test.y)
+    # The trainer's input pipeline reads the pooled records as any split's.
+    transform = input_pipeline.Transform("eval", 24)
+    batch = next(iter(input_pipeline.eval_batches(test, 4, num_examples=4, transform=transform)))
+    np.testing.assert_array_equal(batch["y"], test.y[:4])
+    for row in range(4):
+        np.testing.assert_array_equal(batch["x"][row], transform(None, stored[keys[row]][1]))

@@ -105,3 +105,69 @@ def test_build_model_heads_and_bn_running_stats():
     cfg.encoder = "bogus"
     with pytest.raises(ValueError, match="model.encoder"):
         build_model(cfg, (40,))
+
+
+def _bn_step(freeze_bn: bool):
+    """One supervised train step of a CNN2D with BatchNorm (and a BN head)."""
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from jaxmetric.train import create_train_state, make_mesh, make_train_step, validate_config
+    from jaxmetric.train.config import base_config
+    from jaxmetric.train.optim import make_optimizer
+
+    c = base_config()
+    c.method = "supervised"
+    c.dataset.name = "digits"
+    c.augment.kind = "none"
+    c.model.update(encoder="cnn2d", cnn_widths=(4, 6), use_bn=True, head="simclr", head_bn=True)
+    c.model.update(head_hidden=5, embed_dim=3, freeze_bn=freeze_bn)
+    c.batch_size = 8
+    c.optimizer.learning_rate = 0.1
+    validate_config(c, num_devices=1)
+    tx, _ = make_optimizer(c.optimizer, c.batch_size, c.num_steps)
+    graphdef, state = create_train_state(c, (8, 8), tx)
+    mesh = make_mesh(1)
+    state = jax.device_put(state, NamedSharding(mesh, P()))
+    x = jax.random.uniform(jax.random.key(1), (8, 8, 8)) * 3.0 + 1.0  # far from N(0, 1)
+    y = jnp.repeat(jnp.arange(2), 4)
+    new, _ = make_train_step(c, graphdef, tx, mesh)(state, x, y)
+    return c, state, new, x
+
+
+@pytest.mark.parametrize("freeze_bn", [True, False])
+def test_freeze_bn_keeps_the_encoder_bn_in_inference_mode(freeze_bn):
+    from jaxmetric.train.state import merge_model, split_model
+
+    c, old, new, x = _bn_step(freeze_bn)
+
+    def unchanged(part, a, b):
+        pairs = zip(jax.tree.leaves(a[part]), jax.tree.leaves(b[part]), strict=True)
+        return [np.array_equal(u, v) for u, v in pairs]
+
+    # Frozen: the encoder's running statistics did not move (PyTorch's .eval()).
+    same = unchanged("encoder", old.batch_stats, new.batch_stats)
+    assert all(same) if freeze_bn else not any(same)
+    # The head's BatchNorm still trains, and the encoder's BN scale / bias are
+    # still trained (PML's freeze_trunk_batchnorm leaves them to the optimiser).
+    assert not any(unchanged("head", old.batch_stats, new.batch_stats))
+    assert not any(unchanged("norms", old.params["encoder"], new.params["encoder"]))
+    # The reference: the encoder in eval mode (running statistics); the same
+    # model without the device axis of global BN, holding the new state.
+    graphdef = split_model(build_model(c.model, (8, 8)))[0]
+    model = merge_model(graphdef, new.params, new.batch_stats)
+    h_train = np.asarray(model(x, train=True)[0])
+    h_eval = np.asarray(model(x, train=False)[0])
+    if freeze_bn:
+        np.testing.assert_array_equal(h_train, h_eval)
+    else:
+        assert not np.allclose(h_train, h_eval, atol=1e-3)
+
+
+def test_freeze_bn_must_be_a_bool():
+    import ml_collections
+
+    # A config read back from JSON (a checkpoint) is not type-checked by ml_collections.
+    cfg = ml_collections.ConfigDict({**model_config().to_dict(), "freeze_bn": "yes"})
+    with pytest.raises(ValueError, match="model.freeze_bn"):
+        build_model(cfg, (40,))
