@@ -5,10 +5,14 @@ trust coefficient 0.02, weight decay 1e-5 (not on biases / BN), 10 warm-up
 epochs then cosine over 1000 epochs: solo-learn's CIFAR recipe (da Costa et
 al. 2022), which follows Grill et al. 2020 at CIFAR scale.
 
-Differences from the paper: both views use the same augmentation
-distribution (SimCLR's views, crop 0.08-1, jitter strength 0.5, grayscale
-0.2; BYOL's asymmetric blur / solarisation is not implemented; at 32x32 the
-paper's CIFAR runs use no blur either).
+Views: the paper's asymmetric pair (Grill et al. 2020, appendix B, table 6):
+crop 0.08-1, flip, colour jitter p=0.8, grayscale p=0.2, Gaussian blur p=1.0
+on view 1 and 0.1 on view 2, solarisation p=0.0 on view 1 and 0.2 on view 2
+(``SSL_VIEWS["byol"]``).
+
+Differences from the paper: colour jitter saturation 0.4 (strength 0.5)
+instead of 0.2; the blur kernel is 10% of the 32-pixel side (3 x 3).
+solo-learn's CIFAR views drop the blur on both views (``blur_prob = 0.0``).
 
 Needs CIFAR-10 prepared for ``tfds.data_source`` in ``dataset.data_dir``.
 """
@@ -17,7 +21,7 @@ from jaxmetric.train.config import cifar10_ssl_config
 
 
 def get_config():
-    c = cifar10_ssl_config("byol")
+    c = cifar10_ssl_config("byol", views="byol")
     c.model.head_hidden = 4096
     c.model.head_layers = 2
     c.model.embed_dim = 256

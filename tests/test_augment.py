@@ -1,6 +1,7 @@
 """Augmentations against NumPy / SciPy references."""
 
 import doctest
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -289,3 +290,24 @@ def test_bad_per_view_probability_names_the_field(field, value):
     cfg.simclr_image[field] = value
     with pytest.raises(ValueError, match=f"`augment.simclr_image.{field}`"):
         augment.check_augment_config(cfg)
+
+
+def test_ssl_cifar10_recipes_use_their_papers_views():
+    # BYOL (Grill et al. 2020, table 6), followed by Barlow Twins and VICReg:
+    # blur 1.0 / 0.1, solarisation 0.0 / 0.2. SimSiam's CIFAR views (Chen &
+    # He 2021, appendix D): crop 0.2-1, no blur. SimCLR's: symmetric, no blur.
+    from jaxmetric.train.config import load_recipe, validate_config
+
+    want = {
+        "byol": ((0.08, 1.0), (1.0, 0.1), (0.0, 0.2)),
+        "barlow_twins": ((0.08, 1.0), (1.0, 0.1), (0.0, 0.2)),
+        "vicreg": ((0.08, 1.0), (1.0, 0.1), (0.0, 0.2)),
+        "simsiam": ((0.2, 1.0), 0.0, 0.0),
+        "simclr": ((0.08, 1.0), 0.0, 0.0),
+    }
+    configs = pathlib.Path(__file__).resolve().parents[1] / "configs"
+    for name, (crop, blur, solarize) in want.items():
+        config = load_recipe(configs / f"{name}_cifar10.py")
+        validate_config(config, num_devices=1)
+        p = config.augment.simclr_image
+        assert (tuple(p.crop_scale), p.blur_prob, p.solarize_prob) == (crop, blur, solarize), name

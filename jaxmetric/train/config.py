@@ -155,15 +155,39 @@ def mnist1d_ssl_config(method: str) -> ml_collections.ConfigDict:
     return c
 
 
-def cifar10_ssl_config(method: str, batch_size: int = 512) -> ml_collections.ConfigDict:
+# The image views of the self-supervised CIFAR-10 recipes as their papers
+# define them (``cifar10_ssl_config(views=...)``): the ``augment.simclr_image``
+# fields that differ between them. All: colour jitter p=0.8 at strength 0.5
+# (brightness, contrast, saturation 0.4, hue 0.1), grayscale p=0.2, flip.
+SSL_VIEWS = {
+    # SimCLR (Chen et al. 2020, appendix B.9): no blur at 32x32, symmetric.
+    "simclr": {"crop_scale": (0.08, 1.0), "blur_prob": 0.0, "solarize_prob": 0.0},
+    # BYOL (Grill et al. 2020, appendix B, table 6; ImageNet, the paper has
+    # no CIFAR pre-training): asymmetric, blur 1.0 / 0.1 and solarisation
+    # 0.0 / 0.2 on views 1 / 2. Barlow Twins (Zbontar et al. 2021, section 3:
+    # BYOL's parameters) and VICReg (Bardes et al. 2022, appendix C.1, and
+    # its code's TrainTransform) use the same.
+    "byol": {"crop_scale": (0.08, 1.0), "blur_prob": (1.0, 0.1), "solarize_prob": (0.0, 0.2)},
+    # SimSiam's CIFAR views (Chen & He 2021, appendix D: "We do not use blur
+    # augmentation" at 32x32; otherwise its ImageNet views, MoCo v2's, whose
+    # blur is p=0.5 on both): crop 0.2-1, symmetric, no solarisation.
+    "simsiam": {"crop_scale": (0.2, 1.0), "blur_prob": 0.0, "solarize_prob": 0.0},
+}
+
+
+def cifar10_ssl_config(
+    method: str, batch_size: int = 512, *, views: str = "simclr"
+) -> ml_collections.ConfigDict:
     """What the self-supervised CIFAR-10 TPU recipes share: ResNet-18 with the
-    CIFAR stem in bfloat16, SimCLR's views at 32x32 (crop 0.08-1, jitter
-    strength 0.5, no blur), ``batch_size`` for 1,000 epochs, LARS with linear
-    lr scaling, 10 warm-up epochs then cosine, an eval every 50 epochs and a
-    checkpoint every 10 (solo-learn's CIFAR setting, da Costa et al. 2022).
-    Each recipe sets its head and method fields and its learning rate.
+    CIFAR stem in bfloat16, image views at 32x32 (jitter strength 0.5, the
+    paper's crop, blur and solarisation: ``SSL_VIEWS[views]``), ``batch_size``
+    for 1,000 epochs, LARS with linear lr scaling, 10 warm-up epochs then
+    cosine, an eval every 50 epochs and a checkpoint every 10 (solo-learn's
+    CIFAR setting, da Costa et al. 2022). Each recipe sets its head and
+    method fields and its learning rate.
     Needs CIFAR-10 prepared for ``tfds.data_source`` in ``dataset.data_dir``.
     """
+    fields.choice("views", views, tuple(SSL_VIEWS))
     c = base_config()
     c.method = method
     c.dataset.name = "tfds"
@@ -175,9 +199,8 @@ def cifar10_ssl_config(method: str, batch_size: int = 512) -> ml_collections.Con
     c.model.dtype = "bfloat16"
     c.augment.kind = "simclr_image"
     c.augment.simclr_image.size = 32
-    c.augment.simclr_image.crop_scale = (0.08, 1.0)
     c.augment.simclr_image.jitter_strength = 0.5
-    c.augment.simclr_image.blur_prob = 0.0
+    c.augment.simclr_image.update(SSL_VIEWS[views])
     c.batch_size = batch_size
     steps_per_epoch = CIFAR10_TRAIN_EXAMPLES // c.batch_size
     c.num_steps = 1000 * steps_per_epoch
