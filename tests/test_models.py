@@ -171,3 +171,19 @@ def test_freeze_bn_must_be_a_bool():
     cfg = ml_collections.ConfigDict({**model_config().to_dict(), "freeze_bn": "yes"})
     with pytest.raises(ValueError, match="model.freeze_bn"):
         build_model(cfg, (40,))
+
+
+def test_input_norm_imagenet_is_torchvision_normalize():
+    cfg = model_config()
+    cfg.update(encoder="cnn2d", cnn_widths=(4,), head="linear", embed_dim=3)
+    plain = build_model(cfg, (6, 6, 3))
+    cfg.input_norm = "imagenet"
+    normed = build_model(cfg, (6, 6, 3))  # same seed: same parameters
+    x = np.asarray(jax.random.uniform(jax.random.key(0), (2, 6, 6, 3)))
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    want = plain(jnp.asarray((x - mean) / std, jnp.float32), train=False)[1]
+    got = normed(jnp.asarray(x), train=False)[1]
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
+    cfg.input_norm = "cifar"
+    with pytest.raises(ValueError, match="model.input_norm"):
+        build_model(cfg, (6, 6, 3))

@@ -34,6 +34,10 @@ with _extras.requires("jaxmetric.models", "flax", "ml_collections"):
 ENCODERS = ("mlp", "cnn1d", "cnn2d", "resnet18", "resnet50")
 HEADS = ("simclr", "moco_v2", "linear", "none")
 PREDICTORS = ("none", "mlp")
+# ``model.input_norm``: per-channel (mean, std) subtracted from / dividing the
+# inputs (in [0, 1]) before the encoder. "imagenet": torchvision's, which its
+# pretrained weights (``model.pretrained``) expect.
+INPUT_NORMS = {"none": None, "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 __all__ = [
@@ -44,6 +48,7 @@ __all__ = [
     "Embedder",
     "HEADS",
     "INITS",
+    "INPUT_NORMS",
     "MLP",
     "PREDICTORS",
     "ResNet",
@@ -76,6 +81,11 @@ class Embedder(nnx.Module):
         modules, PML's ``freeze_trunk_batchnorm=True``, which "A Metric
         Learning Reality Check" uses to fine-tune an ImageNet ResNet on
         batches of a few classes. The head and predictor are not affected.
+      input_norm: (mean, std) per channel: the encoder sees
+        ``(x - mean) / std`` (torchvision's ``Normalize``), or None: x.
+      proxies: [C, D] initial class proxies, trained with the model (the
+        ``proxies`` parameter that ``proxy_anchor_loss`` / ``proxy_nca_loss``
+        take), or None. Not used by ``__call__``.
     """
 
     def __init__(
@@ -85,14 +95,21 @@ class Embedder(nnx.Module):
         predictor: nnx.Module | None = None,
         *,
         freeze_bn: bool = False,
+        input_norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+        proxies: jax.Array | None = None,
     ) -> None:
         self.encoder = encoder
         self.head = head
         self.predictor = predictor
         self.freeze_bn = freeze_bn
+        self.input_norm = input_norm
+        self.proxies = None if proxies is None else nnx.Param(proxies)
 
     def __call__(self, x: jax.Array, *, train: bool = True) -> tuple[jax.Array, jax.Array]:
         """Returns (features h [B, F], embeddings z [B, D]), both float32."""
+        if self.input_norm is not None:
+            mean, std = (jnp.asarray(v, jnp.float32) for v in self.input_norm)
+            x = (x - mean) / std
         h = self.encoder(x, train=train and not self.freeze_bn)
         z = h if self.head is None else self.head(h, train=train)
         return h.astype(jnp.float32), z.astype(jnp.float32)
@@ -196,6 +213,13 @@ def check_model_config(cfg: ml_collections.ConfigDict) -> None:
         raise ValueError(f"`model.predictor` must be one of {PREDICTORS}, got {cfg.predictor!r}.")
     if cfg.predictor != "none" and cfg.predictor_hidden <= 0:
         raise ValueError(f"`model.predictor_hidden` must be > 0, got {cfg.predictor_hidden!r}.")
+    if cfg.get("input_norm", "none") not in INPUT_NORMS:
+        raise ValueError(
+            f"`model.input_norm` must be one of {tuple(INPUT_NORMS)}, got {cfg.input_norm!r}."
+        )
+    num_proxies = cfg.get("num_proxies", 0)
+    if not isinstance(num_proxies, int) or isinstance(num_proxies, bool) or num_proxies < 0:
+        raise ValueError(f"`model.num_proxies` must be an integer >= 0, got {num_proxies!r}.")
     if not isinstance(cfg.get("freeze_bn", False), bool):
         raise ValueError(f"`model.freeze_bn` must be True or False, got {cfg.freeze_bn!r}.")
     pretrained = cfg.get("pretrained", "")
@@ -275,7 +299,21 @@ def build_model(
             dtype=dtype,
             rngs=rngs,
         )
-    return Embedder(encoder, head, predictor, freeze_bn=cfg.get("freeze_bn", False))
+    proxies = None
+    if cfg.get("num_proxies", 0):
+        # PML's ProxyAnchorLoss / ProxyNCALoss: kaiming_normal_(mode="fan_out")
+        # of a [C, D] weight, i.e. N(0, 2 / C).
+        c, d = cfg.num_proxies, feats if head is None else cfg.embed_dim
+        key = jax.random.key(seed + 1)
+        proxies = jax.random.normal(key, (c, d), jnp.float32) * (2.0 / c) ** 0.5
+    return Embedder(
+        encoder,
+        head,
+        predictor,
+        freeze_bn=cfg.get("freeze_bn", False),
+        input_norm=INPUT_NORMS[cfg.get("input_norm", "none")],
+        proxies=proxies,
+    )
 
 
 def model_config() -> ml_collections.ConfigDict:
@@ -298,6 +336,12 @@ def model_config() -> ml_collections.ConfigDict:
             # statistics used and frozen, scale / bias still trained (PML's
             # freeze_trunk_batchnorm, as "A Metric Learning Reality Check").
             "freeze_bn": False,
+            # "imagenet": inputs normalised by ImageNet's per-channel mean and std
+            # (torchvision's, what `pretrained` weights expect); "none": as they are.
+            "input_norm": "none",
+            # Class proxies [num_proxies, embed_dim] trained with the model, for
+            # the proxy losses (supervised.loss="proxy_anchor_loss"); 0: none.
+            "num_proxies": 0,
             "head": "simclr",
             "head_hidden": 128,
             "head_layers": 2,

@@ -217,6 +217,105 @@ def cifar10_ssl_config(
     return c
 
 
+# The losses of the MLRC recipes (``mlrc_config``): the supervised kernel and
+# its hyper-parameters, the papers' defaults (MLRC tuned each by Bayesian
+# optimisation on validation folds; these are not its tuned values).
+MLRC_LOSSES = {
+    # Hermans et al. 2017: batch-hard mining; margin 0.2 (FaceNet's).
+    "triplet": ("triplet_margin_loss", {"margin": 0.2, "mining": "batch_hard"}),
+    # Wang et al. 2019: alpha 2, beta 50, base 0.5, with its miner (epsilon 0.1).
+    "multi_similarity": (
+        "multi_similarity_loss",
+        {"alpha": 2.0, "beta": 50.0, "base": 0.5, "epsilon": 0.1},
+    ),
+    # Hadsell et al. 2006 in PML's form: positives to 0, negatives beyond 1.
+    "contrastive": ("contrastive_loss", {"pos_margin": 0.0, "neg_margin": 1.0}),
+    # Kim et al. 2020: margin 0.1, alpha 32; one proxy per training class.
+    "proxy_anchor": ("proxy_anchor_loss", {"margin": 0.1, "alpha": 32.0}),
+}
+MLRC_DIMS = (128, 512)
+
+
+def mlrc_config(tfds_name: str, arg: str | None, *, train_examples: int, train_classes: int):
+    """What the "A Metric Learning Reality Check" recipes (``configs/mlrc_*.py``)
+    share: its protocol (Musgrave et al. 2020, section 4) with an
+    ImageNet-pretrained ResNet-50 trunk.
+
+    - The encoder: torchvision's ResNet-50 weights (``model.pretrained``, a
+      state dict file the user exports, see docs/datasets.md), its
+      BatchNorm frozen (``model.freeze_bn``: running statistics, PML's
+      ``freeze_trunk_batchnorm``), ImageNet input normalisation, then a
+      linear embedding of ``dim`` (128 or 512) dimensions; bfloat16 compute.
+      For ``proxy_anchor``, one proxy per training class, trained with the
+      model at the same learning rate (the Proxy-Anchor paper scales the
+      proxies' by 100: not done here).
+    - Batches of 32: 8 classes x 4 samples (``supervised.samples_per_class``).
+    - Views: random-resized crop of scale 0.16-1 to 227, horizontal flip;
+      evaluation: the centred 227/256 of the shorter side, at 227.
+    - Evaluation: MAP@R, R-precision and precision@1 on the test classes
+      (leave-one-out, cosine), as MLRC reports them.
+    - Adam at 1e-5, no weight decay, ``train_examples`` / 32 steps an epoch,
+      100 epochs (not MLRC's tuned optimiser or its early stopping).
+
+    Args:
+      tfds_name: the TFDS dataset.
+      arg: ``"<loss>,<dim>"`` (the recipe file's ``get_config`` argument:
+        ``--config=configs/mlrc_cub200.py:multi_similarity,128``), loss one of
+        ``MLRC_LOSSES``, dim one of ``MLRC_DIMS``; None: ``"triplet,512"``.
+      train_examples: the train split's size (an epoch).
+      train_classes: its classes (labels 0 .. train_classes - 1): the
+        proxies of ``proxy_anchor`` (``model.num_proxies``).
+
+    Returns:
+      The config (the caller sets its split: ``dataset.class_split``, ...).
+
+    Raises:
+      ValueError: an ``arg`` that is not a known loss and dimension.
+    """
+    loss, _, dim = (arg or "triplet,512").partition(",")
+    if loss not in MLRC_LOSSES or dim not in tuple(map(str, MLRC_DIMS)):
+        raise ValueError(
+            f"The recipe's argument must be '<loss>,<dim>' with loss in {tuple(MLRC_LOSSES)} "
+            f"and dim in {MLRC_DIMS}, e.g. 'triplet,512'; got {arg!r}."
+        )
+    c = base_config()
+    c.method = "supervised"
+    c.dataset.name = "tfds"
+    c.dataset.tfds_name = tfds_name
+    c.dataset.eval_crop = 227 / 256
+    c.model.encoder = "resnet50"
+    c.model.stem = "imagenet"
+    c.model.width = 64
+    c.model.pretrained = "resnet50_torchvision.safetensors"
+    c.model.freeze_bn = True
+    c.model.input_norm = "imagenet"
+    c.model.head = "linear"
+    c.model.embed_dim = int(dim)
+    c.model.dtype = "bfloat16"
+    c.augment.kind = "simclr_image"
+    c.augment.simclr_image.update(
+        size=227, crop_scale=(0.16, 1.0), flip=True, jitter_prob=0.0, grayscale_prob=0.0
+    )
+    c.supervised.loss, kwargs = MLRC_LOSSES[loss]
+    c.supervised.loss_kwargs = dict(kwargs)
+    if loss == "proxy_anchor":
+        c.model.num_proxies = train_classes
+    c.supervised.samples_per_class = 4
+    c.batch_size = 32
+    steps_per_epoch = max(train_examples // c.batch_size, 1)
+    c.num_steps = 100 * steps_per_epoch
+    c.optimizer.name = "adam"
+    c.optimizer.learning_rate = 1e-5
+    c.log_every = 100
+    c.checkpoint_every = 5 * steps_per_epoch
+    c.eval_every = 0
+    c.eval.retrieval = True
+    c.eval.linear_probe = False  # the test classes are not the train classes
+    c.eval.batch_size = 256
+    c.eval.reference.name = f"MLRC, {loss}"
+    return c
+
+
 def _validate_method(c: ml_collections.ConfigDict, method: methods.Method) -> None:
     """What every method's declaration asks of the config, then its own checks."""
     if method.two_views and c.augment.kind == "none":
@@ -323,13 +422,14 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int, process_coun
     fields.non_negative_int("eval.max_examples", c.eval.max_examples)
 
 
-def load_recipe(path: str | os.PathLike) -> ml_collections.ConfigDict:
+def load_recipe(path: str | os.PathLike, arg: str | None = None) -> ml_collections.ConfigDict:
     """``get_config()`` of a recipe file (``configs/<name>.py``), loaded by
-    path as absl's ``--config`` flag does, so it works from any directory."""
+    path as absl's ``--config`` flag does, so it works from any directory;
+    ``get_config(arg)`` with an ``arg`` (``--config=<path>:<arg>``)."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise ValueError(f"`path`: no recipe file at {str(path)!r}.")
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
+    return module.get_config() if arg is None else module.get_config(arg)

@@ -140,3 +140,52 @@ def test_supervised_method_trains_with_every_label_based_loss(loss):
     x, y = _batches(1)
     (state,), (value,) = _run(config, 1, x, y)
     assert np.isfinite(value) and int(state.step) == 1 and int(state.skipped) == 0
+
+
+def test_supervised_proxy_anchor_trains_the_model_proxies_as_one_device_autodiff():
+    # The trainer's step (under shard_map, on 2 devices) against plain
+    # jax.grad of the loss of the model's embeddings and proxies, no mesh.
+    from jaxmetric.models import build_model
+    from jaxmetric.train.state import merge_model, split_model
+
+    config = _config("supervised")
+    config.supervised.loss = "proxy_anchor_loss"
+    config.supervised.loss_kwargs = {"margin": 0.1, "alpha": 32.0}
+    config.model.num_proxies = BATCH // 4  # one proxy per class of the batch
+    config.optimizer.weight_decay = 0.0
+    validate_config(config, num_devices=2)
+    x, y = _batches(1)
+    (after,), (value,) = _run(config, 2, x, y)
+    tx, _ = make_optimizer(config.optimizer, BATCH, 1)
+    before = create_train_state(config, (40,), tx)[1]
+    graphdef = split_model(build_model(config.model, (40,)))[0]  # no device axis
+
+    def loss(params):
+        z = merge_model(graphdef, params, before.batch_stats)(x[0], train=True)[1]
+        return losses.proxy_anchor_loss(z, y[0], params["proxies"], margin=0.1, alpha=32.0)
+
+    want, grads = jax.jit(jax.value_and_grad(loss))(before.params)
+    np.testing.assert_allclose(value, want, rtol=1e-5)
+    assert before.params["proxies"].shape == (4, config.model.embed_dim)
+    # SGD's first step (momentum trace = gradient): p - lr * g.
+    np.testing.assert_allclose(
+        after.params["proxies"], before.params["proxies"] - 0.1 * grads["proxies"], atol=1e-5
+    )
+    assert np.abs(grads["proxies"]).max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("model.num_proxies", 0, "`model.num_proxies` must be the number of training classes"),
+        ("grad_cache.chunk_size", 4, "`grad_cache.chunk_size`=4: gradient caching"),
+    ],
+)
+def test_supervised_proxy_loss_config_is_checked(field, value, match):
+    config = _config("supervised")
+    config.supervised.loss = "proxy_anchor_loss"
+    config.supervised.loss_kwargs = {}
+    config.model.num_proxies = 4
+    config.update_from_flattened_dict({field: value})
+    with pytest.raises(ValueError, match=match):
+        validate_config(config, num_devices=1)
