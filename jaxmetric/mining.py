@@ -10,16 +10,135 @@ differentiates the selected distances.
 
 Conventions (the same as pytorch-metric-learning): pairs are ordered
 (anchor, candidate) and an anchor is never its own positive.
+
+Composition, as PML's miners and ``indices_tuple``: the miners that take
+embeddings (``multi_similarity_miner``, ``triplet_margin_miner``,
+``batch_hard_miner``) return exactly what the losses take: pair miners
+``(positive_mask, negative_mask)``, bool [b, M], for ``pairs=``; triplet
+miners a fixed-size ``Triplets(anchor, positive, negative, valid)`` for
+``triplets=``. M is the number of candidates: the batch (gathered from every
+device under ``axis_name``) or the reference set (``reference_embeddings``).
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks
+from jaxmetric import _checks, parallel
+from jaxmetric.distances import (
+    DISTANCE_METRICS,
+    l2_normalize,
+    pairwise_distances,
+    pairwise_similarities,
+)
 
 TRIPLET_MINING = ("all", "hard", "semi_hard", "batch_hard", "facenet_semi_hard")
+# PML's TripletMarginMiner(type_of_triplets=...).
+TRIPLET_TYPES = ("all", "hard", "semihard", "easy")
+
+
+class Triplets(NamedTuple):
+    """Fixed-size triplets, PML's triplet ``indices_tuple`` plus a validity mask.
+
+    Each field is [T]: ``anchor`` indexes the (local) rows of ``embeddings``,
+    ``positive`` and ``negative`` the candidates (the gathered batch, or the
+    reference set); only the entries where ``valid`` is True are triplets
+    (the others are padding, with index 0).
+    """
+
+    anchor: jax.Array  # [T] int32
+    positive: jax.Array  # [T] int32
+    negative: jax.Array  # [T] int32
+    valid: jax.Array  # [T] bool
+
+
+class Rows(NamedTuple):
+    """The anchors of a labelled batch and their candidates (``anchors_and_candidates``)."""
+
+    anchors: jax.Array  # [b, D] float32
+    labels: jax.Array  # [b] int32
+    mask: jax.Array  # [b] bool
+    candidates: jax.Array  # [M, D]
+    candidate_labels: jax.Array  # [M]
+    candidate_mask: jax.Array  # [M]
+    anchor_index: jax.Array  # [b] column of each anchor among the candidates; -1: none
+
+
+def anchors_and_candidates(
+    embeddings: jax.Array,
+    labels: jax.Array,
+    *,
+    mask: jax.Array | None = None,
+    reference_embeddings: jax.Array | None = None,
+    reference_labels: jax.Array | None = None,
+    reference_mask: jax.Array | None = None,
+    axis_name: str | None = None,
+    normalize: bool = False,
+    gather: bool = True,
+) -> Rows:
+    """Checks a labelled batch and builds its anchors and candidates.
+
+    The anchors are the (local) rows of ``embeddings``. The candidates are the
+    batch gathered from every device under ``axis_name`` (each anchor then
+    sits at column ``anchor_index``, never its own positive), or, with
+    ``reference_embeddings``, the reference set gathered the same way (then no
+    candidate is an anchor: ``anchor_index`` is -1, PML's ``ref_emb``).
+    ``gather=False`` leaves the candidates local (a ring passes them from
+    device to device); ``anchor_index`` stays global.
+
+    Raises:
+      ValueError naming the argument: bad shapes or dtypes, reference labels
+      without reference embeddings (or the reverse), another dimension.
+    """
+    embeddings = _checks.check_embeddings(embeddings)
+    batch = embeddings.shape[0]
+    labels = _checks.check_labels(labels, batch)
+    mask = _checks.check_mask(mask, batch)
+    if (reference_embeddings is None) != (reference_labels is None):
+        raise ValueError(
+            "`reference_embeddings` and `reference_labels` go together: pass both or neither."
+        )
+    if reference_embeddings is None:
+        if reference_mask is not None:
+            raise ValueError("`reference_mask` needs `reference_embeddings`.")
+        cands, cand_labels, cand_mask = embeddings, labels, mask
+        anchor_index = parallel.anchor_index(batch, axis_name)
+    else:
+        cands = _checks.check_embeddings(reference_embeddings, "reference_embeddings")
+        if cands.shape[1] != embeddings.shape[1]:
+            raise ValueError(
+                f"`reference_embeddings` has dimension {cands.shape[1]} but `embeddings` "
+                f"have {embeddings.shape[1]}."
+            )
+        cand_labels = _checks.check_labels(reference_labels, cands.shape[0], "reference_labels")
+        cand_mask = _checks.check_mask(reference_mask, cands.shape[0], "reference_mask")
+        anchor_index = jnp.full((batch,), -1, jnp.int32)
+    if normalize:
+        embeddings = l2_normalize(embeddings)
+        cands = embeddings if reference_embeddings is None else l2_normalize(cands)
+    collect = (lambda x: parallel.gather(x, axis_name)) if gather else (lambda x: x)
+    return Rows(
+        anchors=embeddings,
+        labels=labels,
+        mask=mask,
+        candidates=collect(cands),
+        candidate_labels=collect(cand_labels),
+        candidate_mask=collect(cand_mask),
+        anchor_index=anchor_index,
+    )
+
+
+def _label_masks(rows: Rows) -> tuple[jax.Array, jax.Array]:
+    return pair_masks(
+        rows.labels,
+        rows.candidate_labels,
+        anchor_index=rows.anchor_index,
+        mask=rows.mask,
+        reference_mask=rows.candidate_mask,
+    )
 
 
 def pair_masks(
@@ -76,6 +195,223 @@ def pair_masks(
     else:
         not_self = jnp.ones_like(same)
     return same & not_self & valid, ~same & valid
+
+
+def triplets_from_mask(triplet_mask: jax.Array, *, max_triplets: int | None = None) -> Triplets:
+    """The True entries of a [b, M, M] triplet mask as fixed-size ``Triplets``.
+
+    The triplets come in (anchor, positive, negative) row-major order, the
+    order of ``torch.where`` (PML's miners); ``valid`` marks the first
+    ``count`` entries. With more triplets than ``max_triplets`` the first
+    ``max_triplets`` are kept.
+
+    Args:
+      triplet_mask: [b, M, M] bool, t[a, p, n] (e.g. ``triplet_mask``).
+      max_triplets: T, the fixed size; None: b * M * M (every triplet fits).
+
+    Returns:
+      ``Triplets`` of [T] arrays.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxmetric
+      >>> pos, neg = jaxmetric.mining.pair_masks(jnp.array([0, 0, 1]))
+      >>> t = jaxmetric.mining.triplets_from_mask(
+      ...     jaxmetric.mining.triplet_mask(pos, neg), max_triplets=3)
+      >>> t.anchor.tolist(), t.positive.tolist(), t.negative.tolist(), t.valid.tolist()
+      ([0, 1, 0], [1, 0, 0], [2, 2, 0], [True, True, False])
+    """
+    triplet_mask = jnp.asarray(triplet_mask)
+    if triplet_mask.ndim != 3:
+        raise ValueError(
+            f"`triplet_mask` must be 3-D [anchors, candidates, candidates], got shape "
+            f"{triplet_mask.shape}."
+        )
+    b, m, m2 = triplet_mask.shape
+    size = b * m * m2 if max_triplets is None else _checks.check_int(max_triplets, "max_triplets")
+    triplet_mask = jax.lax.stop_gradient(triplet_mask).astype(bool)
+    a, p, n = jnp.nonzero(triplet_mask, size=size, fill_value=0)
+    valid = jnp.arange(size) < jnp.sum(triplet_mask)
+    return Triplets(a.astype(jnp.int32), p.astype(jnp.int32), n.astype(jnp.int32), valid)
+
+
+def multi_similarity_miner(
+    embeddings: jax.Array,
+    labels: jax.Array,
+    *,
+    epsilon: float = 0.1,
+    mask: jax.Array | None = None,
+    reference_embeddings: jax.Array | None = None,
+    reference_labels: jax.Array | None = None,
+    reference_mask: jax.Array | None = None,
+    axis_name: str | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """PML's ``MultiSimilarityMiner(epsilon)``: mined pairs, for a pair loss's ``pairs=``.
+
+    ``multi_similarity_mask`` on the cosine similarities of the anchors to the
+    candidates (the gathered batch, or the reference set).
+
+    Args:
+      embeddings: [b, D] float (the local rows under ``axis_name``).
+      labels: [b] integer labels.
+      epsilon: the miner's margin, >= 0.
+      mask: [b] bool, valid rows. None: all valid.
+      reference_embeddings, reference_labels, reference_mask: candidates of
+        another set ([R, D], [R], [R]; PML's ``ref_emb`` / ``ref_labels``);
+        None: the batch itself (no (i, i) pairs).
+      axis_name: mapped axis; the candidates are gathered from every device.
+
+    Returns:
+      ``(positive_mask, negative_mask)``, bool [b, M], M the number of
+      candidates; no gradient.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxmetric
+      >>> x = jax.random.normal(jax.random.key(0), (8, 4))
+      >>> y = jnp.array([0, 0, 1, 1, 2, 2, 3, 3])
+      >>> pairs = jaxmetric.mining.multi_similarity_miner(x, y)
+      >>> mined = jaxmetric.contrastive_loss(x, y, pairs=pairs)
+    """
+    _checks.check_non_negative(epsilon, "epsilon")
+    rows = anchors_and_candidates(
+        embeddings,
+        labels,
+        mask=mask,
+        reference_embeddings=reference_embeddings,
+        reference_labels=reference_labels,
+        reference_mask=reference_mask,
+        axis_name=axis_name,
+        normalize=True,
+    )
+    sim = pairwise_similarities(rows.anchors, rows.candidates, metric="dot")
+    return multi_similarity_mask(sim, *_label_masks(rows), epsilon=epsilon)
+
+
+def _miner_distances(rows: Rows, metric: str):
+    dist = jax.lax.stop_gradient(pairwise_distances(rows.anchors, rows.candidates, metric=metric))
+    return dist, *_label_masks(rows)
+
+
+def triplet_margin_miner(
+    embeddings: jax.Array,
+    labels: jax.Array,
+    *,
+    margin: float = 0.2,
+    type_of_triplets: str = "all",
+    metric: str = "euclidean",
+    normalize: bool = True,
+    max_triplets: int | None = None,
+    mask: jax.Array | None = None,
+    reference_embeddings: jax.Array | None = None,
+    reference_labels: jax.Array | None = None,
+    reference_mask: jax.Array | None = None,
+    axis_name: str | None = None,
+) -> Triplets:
+    """PML's ``TripletMarginMiner(margin, type_of_triplets)``, as fixed-size ``Triplets``.
+
+    Of the valid triplets (a, p, n), with g = d(a, n) - d(a, p):
+    "all" keeps g <= margin (the triplets that violate the margin), "hard"
+    g <= 0, "semihard" 0 < g <= margin, "easy" g > margin. The boundaries
+    are PML's (inclusive), not those of ``triplet_margin_loss(mining=...)``.
+
+    Args:
+      embeddings: [b, D] float (the local rows under ``axis_name``).
+      labels: [b] integer labels.
+      margin: >= 0 (PML: 0.2).
+      type_of_triplets: "all", "hard", "semihard" or "easy".
+      metric: "euclidean", "squared_euclidean" or "cosine".
+      normalize: L2-normalise the rows first (PML's default distance).
+      max_triplets: T, the fixed size; None: b * M * M. Beyond T triplets the
+        first T in (anchor, positive, negative) order are kept.
+      mask, reference_embeddings, reference_labels, reference_mask, axis_name:
+        as ``multi_similarity_miner``.
+
+    Returns:
+      ``Triplets`` [T] for ``triplet_margin_loss(triplets=...)``: local anchor
+      rows, positive and negative columns of the candidates; no gradient.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxmetric
+      >>> x = jax.random.normal(jax.random.key(0), (6, 4))
+      >>> y = jnp.array([0, 0, 1, 1, 2, 2])
+      >>> t = jaxmetric.mining.triplet_margin_miner(x, y, margin=0.2, max_triplets=48)
+      >>> loss = jaxmetric.triplet_margin_loss(x, y, triplets=t)
+    """
+    _checks.check_non_negative(margin, "margin")
+    _checks.check_choice(type_of_triplets, TRIPLET_TYPES, "type_of_triplets")
+    _checks.check_choice(metric, DISTANCE_METRICS, "metric")
+    rows = anchors_and_candidates(
+        embeddings,
+        labels,
+        mask=mask,
+        reference_embeddings=reference_embeddings,
+        reference_labels=reference_labels,
+        reference_mask=reference_mask,
+        axis_name=axis_name,
+        normalize=normalize,
+    )
+    dist, pos, neg = _miner_distances(rows, metric)
+    gap = dist[:, None, :] - dist[:, :, None]  # [a, p, n]: d(a, n) - d(a, p)
+    if type_of_triplets == "easy":
+        keep = gap > margin
+    else:
+        keep = gap <= margin
+        if type_of_triplets == "hard":
+            keep &= gap <= 0
+        elif type_of_triplets == "semihard":
+            keep &= gap > 0
+    return triplets_from_mask(triplet_mask(pos, neg) & keep, max_triplets=max_triplets)
+
+
+def batch_hard_miner(
+    embeddings: jax.Array,
+    labels: jax.Array,
+    *,
+    metric: str = "euclidean",
+    normalize: bool = True,
+    mask: jax.Array | None = None,
+    reference_embeddings: jax.Array | None = None,
+    reference_labels: jax.Array | None = None,
+    reference_mask: jax.Array | None = None,
+    axis_name: str | None = None,
+) -> Triplets:
+    """PML's ``BatchHardMiner``: per anchor its farthest positive and closest negative.
+
+    ``batch_hard`` on the anchor-to-candidate distances, as ``Triplets`` of
+    size b (one per anchor; anchors lacking a positive or a negative are not
+    valid, PML drops them).
+
+    Args:
+      embeddings, labels, mask, reference_embeddings, reference_labels,
+      reference_mask, axis_name: as ``multi_similarity_miner``.
+      metric, normalize: the distance, as ``triplet_margin_miner``.
+
+    Returns:
+      ``Triplets`` [b]; no gradient.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxmetric
+      >>> x = jax.random.normal(jax.random.key(0), (6, 4))
+      >>> y = jnp.array([0, 0, 1, 1, 2, 2])
+      >>> t = jaxmetric.mining.batch_hard_miner(x, y)
+      >>> a = jaxmetric.triplet_margin_loss(x, y, triplets=t)
+      >>> b = jaxmetric.triplet_margin_loss(x, y, mining="batch_hard")
+      >>> bool(abs(a - b) < 1e-6)
+      True
+    """
+    _checks.check_choice(metric, DISTANCE_METRICS, "metric")
+    rows = anchors_and_candidates(
+        embeddings,
+        labels,
+        mask=mask,
+        reference_embeddings=reference_embeddings,
+        reference_labels=reference_labels,
+        reference_mask=reference_mask,
+        axis_name=axis_name,
+        normalize=normalize,
+    )
+    pos_index, neg_index, valid = batch_hard(*_miner_distances(rows, metric))
+    anchor = jnp.arange(rows.anchors.shape[0], dtype=jnp.int32)
+    return Triplets(anchor, pos_index, neg_index, valid)
 
 
 def triplet_mask(positive_mask: jax.Array, negative_mask: jax.Array) -> jax.Array:

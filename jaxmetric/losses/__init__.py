@@ -9,7 +9,7 @@ from jaxmetric.losses._registry import LABEL_LOSSES as LABEL_LOSSES
 from jaxmetric.losses.angular import angular_loss
 from jaxmetric.losses.circle import circle_loss
 from jaxmetric.losses.contrastive import contrastive_loss
-from jaxmetric.losses.lifted import lifted_structure_loss
+from jaxmetric.losses.lifted import generalized_lifted_structure_loss, lifted_structure_loss
 from jaxmetric.losses.margin_softmax import arcface_loss, cosface_loss
 from jaxmetric.losses.moco import moco_loss, mocov3_loss
 from jaxmetric.losses.multi_similarity import multi_similarity_loss
@@ -39,6 +39,7 @@ __all__ = [
     "circle_loss",
     "contrastive_loss",
     "cosface_loss",
+    "generalized_lifted_structure_loss",
     "lifted_structure_loss",
     "moco_loss",
     "mocov3_loss",

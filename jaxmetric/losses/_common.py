@@ -31,7 +31,6 @@ import jax
 import jax.numpy as jnp
 
 from jaxmetric import _checks, mining, parallel
-from jaxmetric.distances import l2_normalize
 
 # Stand-in for log(0) that keeps values and gradients finite (an all-masked
 # log-sum-exp would give -inf, and -inf - -inf = NaN in the backward pass).
@@ -39,17 +38,29 @@ NEG_LARGE = -1e9
 
 
 class Batch(NamedTuple):
-    """A local batch of anchors and the (globally gathered) candidates."""
+    """A local batch of anchors and the (globally gathered) candidates.
+
+    ``pairs`` (given ``(positive_mask, negative_mask)`` [b, M]) replace the
+    label-derived masks of ``pair_masks``; ``triplets`` (given
+    ``mining.Triplets``) replace a triplet loss's mining. A loss whose
+    ``value`` shortcut skips ``pair_masks`` must honour them itself.
+    """
 
     anchors: jax.Array  # [b, D] float32
     labels: jax.Array  # [b] int32
     mask: jax.Array  # [b] bool
-    candidates: jax.Array  # [M, D], M = b * num_devices
+    candidates: jax.Array  # [M, D], M = b * num_devices (or the gathered reference)
     candidate_labels: jax.Array  # [M]
     candidate_mask: jax.Array  # [M]
-    anchor_index: jax.Array  # [b] column of each anchor among the candidates
+    anchor_index: jax.Array  # [b] column of each anchor among the candidates; -1: none
+    pairs: tuple[jax.Array, jax.Array] | None = None  # [b, M] bool each
+    triplets: mining.Triplets | None = None  # [T] each
 
     def pair_masks(self) -> tuple[jax.Array, jax.Array]:
+        """(positive, negative) [b, M]: the given ``pairs`` where valid, else from labels."""
+        if self.pairs is not None:
+            valid = self.mask[:, None] & self.candidate_mask[None, :]
+            return self.pairs[0] & valid, self.pairs[1] & valid
         return mining.pair_masks(
             self.labels,
             self.candidate_labels,
@@ -57,6 +68,46 @@ class Batch(NamedTuple):
             mask=self.mask,
             reference_mask=self.candidate_mask,
         )
+
+
+def _check_pairs(pairs, shape: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
+    if not isinstance(pairs, tuple | list) or len(pairs) != 2:
+        raise ValueError(
+            "`pairs` must be a tuple (positive_mask, negative_mask) of [anchors, candidates] "
+            f"bool arrays, got {type(pairs).__name__}."
+        )
+    out = []
+    for name, m in zip(("positive", "negative"), pairs, strict=True):
+        m = jnp.asarray(m)
+        if m.shape != shape or m.dtype != jnp.bool_:
+            raise ValueError(
+                f"`pairs` ({name} mask) must be bool of shape {shape} (anchors, candidates), "
+                f"got {m.dtype} {m.shape}."
+            )
+        out.append(jax.lax.stop_gradient(m))
+    return out[0], out[1]
+
+
+def _check_triplets(triplets) -> mining.Triplets:
+    if not isinstance(triplets, tuple | list) or len(triplets) != 4:
+        raise ValueError(
+            "`triplets` must be a tuple (anchor_idx, positive_idx, negative_idx, valid) of "
+            f"[T] arrays (jaxmetric.mining.Triplets), got {type(triplets).__name__}."
+        )
+    arrays = [jnp.asarray(t) for t in triplets]
+    size = arrays[0].shape
+    for name, t in zip(("anchor_idx", "positive_idx", "negative_idx"), arrays[:3], strict=True):
+        if t.ndim != 1 or t.shape != size or not jnp.issubdtype(t.dtype, jnp.integer):
+            raise ValueError(
+                f"`triplets` ({name}) must be a 1-D integer array of the shape of anchor_idx "
+                f"{size}, got {t.dtype} {t.shape}."
+            )
+    if arrays[3].shape != size or arrays[3].dtype != jnp.bool_:
+        raise ValueError(
+            f"`triplets` (valid) must be bool of shape {size}, got {arrays[3].dtype} "
+            f"{arrays[3].shape}."
+        )
+    return mining.Triplets(*(t.astype(jnp.int32) for t in arrays[:3]), arrays[3])
 
 
 def labelled_batch(
@@ -67,33 +118,101 @@ def labelled_batch(
     *,
     normalize: bool,
     gather: bool = True,
+    reference_embeddings: jax.Array | None = None,
+    reference_labels: jax.Array | None = None,
+    reference_mask: jax.Array | None = None,
+    pairs: tuple[jax.Array, jax.Array] | None = None,
+    triplets: mining.Triplets | None = None,
 ) -> Batch:
     """Checks the inputs of a label-based loss and gathers its candidates.
 
+    The candidates are the batch, or ``reference_embeddings`` (with
+    ``reference_labels`` and ``reference_mask``; no candidate is then an
+    anchor, so no pair is left out as the anchor itself), gathered from every
+    device under ``axis_name`` (``mining.anchors_and_candidates``).
     ``gather=False`` leaves the candidates local (the rows themselves), for a
     ring that passes them from device to device; ``anchor_index`` stays global.
+    ``pairs`` / ``triplets``: checked and kept (see ``Batch``).
     """
-    embeddings = _checks.check_embeddings(embeddings)
-    batch = embeddings.shape[0]
-    labels = _checks.check_labels(labels, batch)
-    mask = _checks.check_mask(mask, batch)
-    if normalize:
-        embeddings = l2_normalize(embeddings)
-    collect = (lambda x: parallel.gather(x, axis_name)) if gather else (lambda x: x)
-    return Batch(
-        anchors=embeddings,
-        labels=labels,
+    rows = mining.anchors_and_candidates(
+        embeddings,
+        labels,
         mask=mask,
-        candidates=collect(embeddings),
-        candidate_labels=collect(labels),
-        candidate_mask=collect(mask),
-        anchor_index=parallel.anchor_index(batch, axis_name),
+        reference_embeddings=reference_embeddings,
+        reference_labels=reference_labels,
+        reference_mask=reference_mask,
+        axis_name=axis_name,
+        normalize=normalize,
+        gather=gather,
     )
+    if pairs is not None:
+        pairs = _check_pairs(pairs, (rows.anchors.shape[0], rows.candidates.shape[0]))
+    if triplets is not None:
+        triplets = _check_triplets(triplets)
+    return Batch(*rows, pairs=pairs, triplets=triplets)
 
 
 def mean_over_valid(losses: jax.Array, valid: jax.Array, axis_name: str | None, **_) -> jax.Array:
     """The default reduction: the mean of the valid terms of the global batch."""
     return parallel.reduce_losses(losses, valid, "mean", axis_name)
+
+
+# The reductions of the pair and triplet losses, PML's reducers: MeanReducer,
+# AvgNonZeroReducer, SumReducer, no reduction, ThresholdReducer.
+REDUCTIONS = ("mean", "mean_nonzero", "sum", "none", "threshold")
+
+
+def check_reduction(
+    reduction: str, reduction_threshold: tuple[float | None, float | None] | None
+) -> None:
+    """``reduction`` one of ``REDUCTIONS``; ``reduction_threshold`` = (low, high)
+    (either may be None, not both; low < high) exactly when it is "threshold"."""
+    _checks.check_choice(reduction, REDUCTIONS, "reduction")
+    if reduction != "threshold":
+        if reduction_threshold is not None:
+            raise ValueError(
+                f"`reduction_threshold` is for reduction='threshold', got reduction={reduction!r}."
+            )
+        return
+    ok = isinstance(reduction_threshold, tuple | list) and len(reduction_threshold) == 2
+    if ok:
+        low, high = reduction_threshold
+        ok = (low is not None or high is not None) and all(
+            v is None or isinstance(v, int | float) for v in (low, high)
+        )
+        ok = ok and (low is None or high is None or low < high)
+    if not ok:
+        raise ValueError(
+            "`reduction_threshold` must be (low, high) with low < high (None: no bound on "
+            f"that side, not both), got {reduction_threshold!r}."
+        )
+
+
+def reduce_terms(
+    losses: jax.Array,
+    valid: jax.Array,
+    axis_name: str | None,
+    *,
+    reduction: str,
+    reduction_threshold: tuple[float | None, float | None] | None = None,
+    **_,
+) -> jax.Array:
+    """The valid terms of the global batch reduced by ``reduction``.
+
+    "mean" (MeanReducer), "mean_nonzero" (sum over the number of terms > 0,
+    AvgNonZeroReducer), "sum" (SumReducer), "none" (the local terms, 0 where
+    not valid), "threshold" (ThresholdReducer(low, high): the mean over the
+    terms with low < term < high; "mean_nonzero" is (0, None)). 0.0 with a
+    zero gradient when nothing counts.
+    """
+    if reduction == "threshold":
+        low, high = reduction_threshold
+        if low is not None:
+            valid = valid & (losses > low)
+        if high is not None:
+            valid = valid & (losses < high)
+        reduction = "mean"
+    return parallel.reduce_losses(losses, valid, reduction, axis_name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +226,8 @@ class LabelLoss:
         hyper-parameters (those ``terms``, ``reduce`` and ``value`` receive).
       terms: ``terms(batch, **hyper) -> (losses, valid)`` for the local anchors.
       reduce: ``reduce(losses, valid, axis_name, **hyper) -> value`` of the
-        global batch; by default the mean over the valid terms.
+        global batch; by default the mean over the valid terms
+        (``reduce_terms`` for a loss with ``reduction`` hyper-parameters).
       value: optional ``value(batch, axis_name, **hyper)``, an exact shortcut
         for ``reduce(*terms(batch), ...)`` that does not form every term
         (the triplet loss's sorted hinge sums, NT-Xent's tiles).
@@ -162,15 +282,34 @@ def label_loss(
     labels: jax.Array,
     mask: jax.Array | None,
     axis_name: str | None,
+    *,
+    reference_embeddings: jax.Array | None = None,
+    reference_labels: jax.Array | None = None,
+    reference_mask: jax.Array | None = None,
+    pairs: tuple[jax.Array, jax.Array] | None = None,
+    triplets: mining.Triplets | None = None,
     **hyper,
 ) -> jax.Array:
     """The body of every label-based loss: check, build the batch, terms, reduce.
 
     ``hyper`` holds every hyper-parameter of ``spec`` (the public function
-    passes its own arguments).
+    passes its own arguments); the keyword arguments are the batch's inputs
+    beyond the rows (see ``labelled_batch``), which a loss forwards if it
+    offers them.
     """
     spec.check(**hyper)
-    batch = labelled_batch(embeddings, labels, mask, axis_name, normalize=spec.normalizes(hyper))
+    batch = labelled_batch(
+        embeddings,
+        labels,
+        mask,
+        axis_name,
+        normalize=spec.normalizes(hyper),
+        reference_embeddings=reference_embeddings,
+        reference_labels=reference_labels,
+        reference_mask=reference_mask,
+        pairs=pairs,
+        triplets=triplets,
+    )
     return spec.evaluate(batch, axis_name, hyper)
 
 

@@ -37,4 +37,7 @@ _MODULES = (
     triplet,
 )
 
-LABEL_LOSSES: dict[str, LabelLoss] = {module.SPEC.name: module.SPEC for module in _MODULES}
+# A module with several label losses lists them in ``SPECS``.
+LABEL_LOSSES: dict[str, LabelLoss] = {
+    spec.name: spec for module in _MODULES for spec in getattr(module, "SPECS", (module.SPEC,))
+}

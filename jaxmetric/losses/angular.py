@@ -10,13 +10,19 @@ import jax.numpy as jnp
 from jaxmetric.losses import _common
 
 
-def check(*, alpha: float) -> None:
-    """Checks the hyper-parameters: The angle bound alpha lies in (0, 90) degrees."""
+def check(
+    *,
+    alpha: float,
+    reduction: str,
+    reduction_threshold: tuple[float | None, float | None] | None,
+) -> None:
+    """Checks the hyper-parameters: The angle bound alpha lies in (0, 90) degrees; a reduction."""
     if not 0 < alpha < 90:
         raise ValueError(f"`alpha` must be in (0, 90) degrees, got {alpha!r}.")
+    _common.check_reduction(reduction, reduction_threshold)
 
 
-def terms(batch: _common.Batch, *, alpha: float) -> tuple[jax.Array, jax.Array]:
+def terms(batch: _common.Batch, *, alpha: float, **_) -> tuple[jax.Array, jax.Array]:
     """Per positive pair angular losses [b, M]; pairs whose anchor has a negative count."""
     tan_sq = math.tan(math.radians(alpha)) ** 2
     pos, neg = batch.pair_masks()
@@ -37,6 +43,12 @@ def angular_loss(
     labels: jax.Array,
     *,
     alpha: float = 40.0,
+    reduction: str = "mean",
+    reduction_threshold: tuple[float | None, float | None] | None = None,
+    pairs: tuple[jax.Array, jax.Array] | None = None,
+    reference_embeddings: jax.Array | None = None,
+    reference_labels: jax.Array | None = None,
+    reference_mask: jax.Array | None = None,
     mask: jax.Array | None = None,
     axis_name: str | None = None,
 ) -> jax.Array:
@@ -56,6 +68,18 @@ def angular_loss(
       embeddings: [B, D] float32, bfloat16 or float16; normalised here.
       labels: [B] integer class labels.
       alpha: the angle bound in degrees, 0 < alpha < 90 (paper: 36-55).
+      reduction: of the per positive pair terms: "mean", "mean_nonzero",
+        "sum", "threshold" (``reduction_threshold=(low, high)``) or "none"
+        (the [B, M] local terms by anchor and positive, 0 where a pair does
+        not count); see ``jaxmetric.contrastive_loss``.
+      reduction_threshold: (low, high) for "threshold".
+      pairs: ``(positive_mask, negative_mask)`` [B, M] bool: the positive
+        pairs (a, p) and each anchor's negatives n to use instead of the
+        labelled ones. PML's AngularLoss takes only the positive pairs of
+        an ``indices_tuple``: its negatives are always every other-label row.
+      reference_embeddings, reference_labels, reference_mask: another set of
+        candidates (positives and negatives), as in
+        ``jaxmetric.contrastive_loss``.
       mask: [B] bool, valid rows. None: all valid.
       axis_name: mapped axis; positives and negatives come from all devices.
 
@@ -69,10 +93,23 @@ def angular_loss(
     Reference:
       Wang et al., "Deep Metric Learning with Angular Loss", ICCV 2017.
     """
-    return _common.label_loss(SPEC, embeddings, labels, mask, axis_name, alpha=alpha)
+    return _common.label_loss(
+        SPEC,
+        embeddings,
+        labels,
+        mask,
+        axis_name,
+        pairs=pairs,
+        reference_embeddings=reference_embeddings,
+        reference_labels=reference_labels,
+        reference_mask=reference_mask,
+        alpha=alpha,
+        reduction=reduction,
+        reduction_threshold=reduction_threshold,
+    )
 
 
-SPEC = _common.LabelLoss(angular_loss, check=check, terms=terms)
+SPEC = _common.LabelLoss(angular_loss, check=check, terms=terms, reduce=_common.reduce_terms)
 
 
 # exp(4 t s) spans exp(8 t) over cosines s in [-1, 1]; up to this angle

@@ -9,13 +9,20 @@ from jaxmetric import _checks
 from jaxmetric.losses import _common
 
 
-def check(*, m: float, gamma: float) -> None:
-    """Checks the hyper-parameters: m >= 0, gamma > 0."""
+def check(
+    *,
+    m: float,
+    gamma: float,
+    reduction: str,
+    reduction_threshold: tuple[float | None, float | None] | None,
+) -> None:
+    """Checks the hyper-parameters: m >= 0, gamma > 0, a reduction."""
     _checks.check_non_negative(m, "m")
     _checks.check_positive(gamma, "gamma")
+    _common.check_reduction(reduction, reduction_threshold)
 
 
-def terms(batch: _common.Batch, *, m: float, gamma: float) -> tuple[jax.Array, jax.Array]:
+def terms(batch: _common.Batch, *, m: float, gamma: float, **_) -> tuple[jax.Array, jax.Array]:
     """Per-anchor circle losses [b] and which anchors count (a positive and a negative)."""
     sim = batch.anchors @ batch.candidates.T  # [b, M] cosine
     pos, neg = batch.pair_masks()
@@ -37,6 +44,12 @@ def circle_loss(
     *,
     m: float = 0.4,
     gamma: float = 80.0,
+    reduction: str = "mean",
+    reduction_threshold: tuple[float | None, float | None] | None = None,
+    pairs: tuple[jax.Array, jax.Array] | None = None,
+    reference_embeddings: jax.Array | None = None,
+    reference_labels: jax.Array | None = None,
+    reference_mask: jax.Array | None = None,
     mask: jax.Array | None = None,
     axis_name: str | None = None,
 ) -> jax.Array:
@@ -56,7 +69,10 @@ def circle_loss(
     of :math:`\ell_i` over the anchors that have a positive and a negative.
 
     Equals PML's ``CircleLoss(m, gamma)`` (cosine similarity, AvgNonZero over
-    anchors, anchors lacking a positive or a negative dropped).
+    anchors, anchors lacking a positive or a negative dropped). With another
+    ``reduction`` the terms are still those of the anchors with a positive
+    and a negative: PML's ``reducer=MeanReducer()`` also counts the other
+    anchors (as 0) in its mean.
 
     Args:
       embeddings: [B, D] float32, bfloat16 or float16; L2-normalised inside.
@@ -64,6 +80,15 @@ def circle_loss(
       m: relaxation margin (paper for fine-grained retrieval: 0.4;
         faces: 0.25).
       gamma: scale (paper: 80 for fine-grained retrieval, 256 for faces), > 0.
+      reduction: of the per-anchor terms: "mean", "mean_nonzero", "sum",
+        "threshold" (``reduction_threshold=(low, high)``) or "none" (the [B]
+        local terms, 0 where an anchor does not count); see
+        ``jaxmetric.contrastive_loss``.
+      reduction_threshold: (low, high) for "threshold".
+      pairs: ``(positive_mask, negative_mask)`` [B, M] bool, the pairs to
+        use instead of every labelled pair (PML's ``indices_tuple``).
+      reference_embeddings, reference_labels, reference_mask: another set
+        of candidates (PML's ``ref_emb``), as in ``jaxmetric.contrastive_loss``.
       mask: [B] bool, valid rows. None: all valid.
       axis_name: mapped axis; positives and negatives come from all devices.
 
@@ -82,7 +107,21 @@ def circle_loss(
       Sun et al., "Circle Loss: A Unified Perspective of Pair Similarity
       Optimization", CVPR 2020, eq. 6.
     """
-    return _common.label_loss(SPEC, embeddings, labels, mask, axis_name, m=m, gamma=gamma)
+    return _common.label_loss(
+        SPEC,
+        embeddings,
+        labels,
+        mask,
+        axis_name,
+        pairs=pairs,
+        reference_embeddings=reference_embeddings,
+        reference_labels=reference_labels,
+        reference_mask=reference_mask,
+        m=m,
+        gamma=gamma,
+        reduction=reduction,
+        reduction_threshold=reduction_threshold,
+    )
 
 
-SPEC = _common.LabelLoss(circle_loss, check=check, terms=terms)
+SPEC = _common.LabelLoss(circle_loss, check=check, terms=terms, reduce=_common.reduce_terms)

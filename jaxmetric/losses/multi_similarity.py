@@ -8,17 +8,26 @@ from jaxmetric import _checks, mining
 from jaxmetric.losses import _common
 
 
-def check(*, alpha: float, beta: float, base: float, epsilon: float | None) -> None:
-    """Checks the hyper-parameters: alpha, beta > 0; epsilon >= 0 or None."""
+def check(
+    *,
+    alpha: float,
+    beta: float,
+    base: float,
+    epsilon: float | None,
+    reduction: str,
+    reduction_threshold: tuple[float | None, float | None] | None,
+) -> None:
+    """Checks the hyper-parameters: alpha, beta > 0; epsilon >= 0 or None; a reduction."""
     del base  # Any similarity margin is allowed.
     _checks.check_positive(alpha, "alpha")
     _checks.check_positive(beta, "beta")
     if epsilon is not None:
         _checks.check_non_negative(epsilon, "epsilon")
+    _common.check_reduction(reduction, reduction_threshold)
 
 
 def terms(
-    batch: _common.Batch, *, alpha: float, beta: float, base: float, epsilon: float | None
+    batch: _common.Batch, *, alpha: float, beta: float, base: float, epsilon: float | None, **_
 ) -> tuple[jax.Array, jax.Array]:
     """Per-anchor multi-similarity losses [b] and which anchors count (all valid ones)."""
     sim = batch.anchors @ batch.candidates.T  # [b, M] cosine
@@ -38,6 +47,12 @@ def multi_similarity_loss(
     beta: float = 50.0,
     base: float = 0.5,
     epsilon: float | None = 0.1,
+    reduction: str = "mean",
+    reduction_threshold: tuple[float | None, float | None] | None = None,
+    pairs: tuple[jax.Array, jax.Array] | None = None,
+    reference_embeddings: jax.Array | None = None,
+    reference_labels: jax.Array | None = None,
+    reference_mask: jax.Array | None = None,
     mask: jax.Array | None = None,
     axis_name: str | None = None,
 ) -> jax.Array:
@@ -58,10 +73,16 @@ def multi_similarity_loss(
     negative if :math:`S_{in} + \epsilon > \min_p S_{ip}`.
 
     The mean runs over all valid anchors (B = the number of valid rows of the
-    global batch; an anchor left without pairs adds 0), as PML's MeanReducer.
+    global batch; an anchor left without pairs adds 0), as PML's MeanReducer;
+    ``reduction`` chooses another reduction of the per-anchor terms.
     PML: ``MultiSimilarityLoss(alpha, beta, base)`` with
     ``MultiSimilarityMiner(epsilon)``'s pairs as ``indices_tuple`` is the
     default here; the loss alone (no miner) is ``epsilon=None``.
+
+    ``pairs=`` gives the pairs (PML's ``indices_tuple``); ``epsilon`` then
+    mines among them, so for PML's loss on given pairs pass ``epsilon=None``:
+    ``multi_similarity_loss(x, y, pairs=mining.multi_similarity_miner(x, y),
+    epsilon=None)`` is the default ``multi_similarity_loss(x, y)``.
 
     Args:
       embeddings: [B, D] float32, bfloat16 or float16; L2-normalised inside.
@@ -72,6 +93,15 @@ def multi_similarity_loss(
         eq. 6 form is the same with another ``base``).
       epsilon: the miner's margin (paper and PML's miner: 0.1), >= 0, or None
         for no mining (every pair).
+      reduction: of the per-anchor terms: "mean" (over the valid anchors),
+        "mean_nonzero", "sum", "threshold" (``reduction_threshold=(low,
+        high)``) or "none" (the [B] local terms, 0 for invalid rows); see
+        ``jaxmetric.contrastive_loss``.
+      reduction_threshold: (low, high) for "threshold".
+      pairs: ``(positive_mask, negative_mask)`` [B, M] bool, the pairs to
+        use instead of every labelled pair (see above).
+      reference_embeddings, reference_labels, reference_mask: another set
+        of candidates (PML's ``ref_emb``), as in ``jaxmetric.contrastive_loss``.
       mask: [B] bool, valid rows. None: all valid.
       axis_name: mapped axis; pairs (and the miner's hardest pairs) come from
         all devices, anchors stay local.
@@ -91,8 +121,28 @@ def multi_similarity_loss(
       Wang et al., "Multi-Similarity Loss with General Pair Weighting for
       Deep Metric Learning", CVPR 2019.
     """
-    hyper = {"alpha": alpha, "beta": beta, "base": base, "epsilon": epsilon}
-    return _common.label_loss(SPEC, embeddings, labels, mask, axis_name, **hyper)
+    hyper = {
+        "alpha": alpha,
+        "beta": beta,
+        "base": base,
+        "epsilon": epsilon,
+        "reduction": reduction,
+        "reduction_threshold": reduction_threshold,
+    }
+    return _common.label_loss(
+        SPEC,
+        embeddings,
+        labels,
+        mask,
+        axis_name,
+        pairs=pairs,
+        reference_embeddings=reference_embeddings,
+        reference_labels=reference_labels,
+        reference_mask=reference_mask,
+        **hyper,
+    )
 
 
-SPEC = _common.LabelLoss(multi_similarity_loss, check=check, terms=terms)
+SPEC = _common.LabelLoss(
+    multi_similarity_loss, check=check, terms=terms, reduce=_common.reduce_terms
+)

@@ -14,14 +14,21 @@ from jaxmetric.losses import _common
 
 
 def check(
-    *, margin: float, metric: str, normalize: bool, mining: str, soft: bool, reduction: str
+    *,
+    margin: float,
+    metric: str,
+    normalize: bool,
+    mining: str,
+    soft: bool,
+    reduction: str,
+    reduction_threshold: tuple[float | None, float | None] | None,
 ) -> None:
     """Checks the hyper-parameters: margin >= 0, a known metric, mining and reduction."""
     del normalize, soft
     _checks.check_non_negative(margin, "margin")
     _checks.check_choice(metric, DISTANCE_METRICS, "metric")
     _checks.check_choice(mining, mining_lib.TRIPLET_MINING, "mining")
-    _checks.check_choice(reduction, parallel.REDUCTIONS, "reduction")
+    _common.check_reduction(reduction, reduction_threshold)
 
 
 def _distances(batch: _common.Batch, *, metric: str, mining: str):
@@ -36,9 +43,17 @@ def terms(
 ) -> tuple[jax.Array, jax.Array]:
     """The mined triplets' terms: [b, M, M] ("all", "hard", "semi_hard", indexed by
     anchor, positive, negative), [b] ("batch_hard") or [b, M] ("facenet_semi_hard",
-    by anchor and positive), and which of them are mined."""
-    dist, pos, neg = _distances(batch, metric=metric, mining=mining)
+    by anchor and positive), or [T] (given ``triplets``), and which of them count."""
     hinge = jax.nn.softplus if soft else jax.nn.relu
+    if batch.triplets is not None:
+        a, p, n, given = batch.triplets
+        anchors = batch.anchors[a]
+        d_ap = paired_distances(anchors, batch.candidates[p], metric=metric)
+        d_an = paired_distances(anchors, batch.candidates[n], metric=metric)
+        cand_mask = batch.candidate_mask
+        valid = given & batch.mask[a] & cand_mask[p] & cand_mask[n]
+        return hinge(d_ap - d_an + margin), valid
+    dist, pos, neg = _distances(batch, metric=metric, mining=mining)
     if mining in ("all", "hard", "semi_hard"):
         if mining == "all":
             valid = mining_lib.triplet_mask(pos, neg)
@@ -63,19 +78,17 @@ def terms(
     return losses, valid
 
 
-def reduce(
-    losses: jax.Array, valid: jax.Array, axis_name: str | None, *, reduction: str, **_
-) -> jax.Array:
-    """The mined terms reduced by ``reduction`` over the global batch."""
-    return parallel.reduce_losses(losses, valid, reduction, axis_name)
-
-
 def value(batch: _common.Batch, axis_name: str | None, **hyper) -> jax.Array:
     """``reduce(*terms(batch))``; the hinge over a window of triplets (no softplus,
     a reduced value) from sorted rows in O(b M log M), with no [b, M, M] array."""
     mining, reduction, margin = hyper["mining"], hyper["reduction"], hyper["margin"]
-    if mining not in ("all", "hard", "semi_hard") or hyper["soft"] or reduction == "none":
-        return reduce(*terms(batch, **hyper), axis_name, **hyper)
+    if (
+        mining not in ("all", "hard", "semi_hard")
+        or hyper["soft"]
+        or reduction in ("none", "threshold")
+        or batch.triplets is not None
+    ):
+        return _common.reduce_terms(*terms(batch, **hyper), axis_name, **hyper)
     dist, pos, neg = _distances(batch, metric=hyper["metric"], mining=mining)
     total, mined, nonzero = _sorted_hinge_sums(dist, pos, neg, margin=margin, mining=mining)
     total = parallel.global_sum(total, axis_name)
@@ -95,6 +108,11 @@ def triplet_margin_loss(
     mining: str = "all",
     soft: bool = False,
     reduction: str = "mean_nonzero",
+    reduction_threshold: tuple[float | None, float | None] | None = None,
+    triplets: mining_lib.Triplets | None = None,
+    reference_embeddings: jax.Array | None = None,
+    reference_labels: jax.Array | None = None,
+    reference_mask: jax.Array | None = None,
     mask: jax.Array | None = None,
     axis_name: str | None = None,
 ) -> jax.Array:
@@ -117,9 +135,20 @@ def triplet_margin_loss(
       than the positive, else the farthest negative (``tfa``'s
       TripletSemiHardLoss rule). [b, M] terms.
 
+    - ``triplets=`` given (``mining`` must stay "all"): exactly those
+      triplets, ``Triplets(anchor, positive, negative, valid)`` of [T] index
+      arrays (``jaxmetric.mining.triplet_margin_miner``,
+      ``batch_hard_miner``, ``triplets_from_mask``; PML's triplet
+      ``indices_tuple``). [T] terms. The anchors index the local rows, the
+      positives and negatives the candidates (the gathered batch, or the
+      reference set); indices must be in range. Labels are not re-checked.
+
     ``reduction`` then gives "mean_nonzero" (sum over the number of terms > 0,
-    PML's AvgNonZeroReducer), "mean" (over all mined terms), "sum", or "none"
-    (the per-term array above, 0 where a term is not mined; local rows only).
+    PML's AvgNonZeroReducer), "mean" (over all mined terms, MeanReducer),
+    "sum" (SumReducer), "threshold" (ThresholdReducer: the mean over the
+    terms with low < term < high, ``reduction_threshold=(low, high)``), or
+    "none" (the per-term array above, 0 where a term is not mined; local rows
+    only).
 
     Args:
       embeddings: [B, D] float32, bfloat16 or float16 (computed in float32).
@@ -129,7 +158,14 @@ def triplet_margin_loss(
       normalize: L2-normalise the embeddings first.
       mining: one of the names above.
       soft: softplus instead of the hinge.
-      reduction: "mean_nonzero", "mean", "sum" or "none".
+      reduction: "mean_nonzero", "mean", "sum", "none" or "threshold".
+      reduction_threshold: (low, high) for "threshold"; None on one side: no
+        bound there.
+      triplets: given triplets (see above); None: mined by ``mining``.
+      reference_embeddings, reference_labels, reference_mask: [R, D], [R],
+        [R]: positives and negatives from this other set instead of the batch
+        (PML's ``ref_emb`` / ``ref_labels``); gathered from all devices under
+        ``axis_name``.
       mask: [B] bool, valid rows (padding is False). None: all valid.
       axis_name: mapped axis under ``jax.shard_map`` / ``jax.pmap``; candidates
         (positives and negatives) come from all devices, the value is the loss
@@ -160,6 +196,11 @@ def triplet_margin_loss(
       Clustering", CVPR 2015. Hermans et al., "In Defense of the Triplet Loss
       for Person Re-Identification", arXiv:1703.07737, 2017.
     """
+    if triplets is not None and mining != "all":
+        raise ValueError(
+            f"`mining`={mining!r} with `triplets`: given triplets are used as they are "
+            "(leave mining='all')."
+        )
     hyper = {
         "margin": margin,
         "metric": metric,
@@ -167,12 +208,29 @@ def triplet_margin_loss(
         "mining": mining,
         "soft": soft,
         "reduction": reduction,
+        "reduction_threshold": reduction_threshold,
     }
-    return _common.label_loss(SPEC, embeddings, labels, mask, axis_name, **hyper)
+    return _common.label_loss(
+        SPEC,
+        embeddings,
+        labels,
+        mask,
+        axis_name,
+        triplets=triplets,
+        reference_embeddings=reference_embeddings,
+        reference_labels=reference_labels,
+        reference_mask=reference_mask,
+        **hyper,
+    )
 
 
 SPEC = _common.LabelLoss(
-    triplet_margin_loss, check=check, terms=terms, reduce=reduce, value=value, normalize=None
+    triplet_margin_loss,
+    check=check,
+    terms=terms,
+    reduce=_common.reduce_terms,
+    value=value,
+    normalize=None,
 )
 
 

@@ -70,7 +70,7 @@ def xbm_loss(
         "_loss" (``XBM_LOSSES``): "angular", "circle", "contrastive" (the
         default; euclidean on normalised rows, positive and negative terms
         each averaged over their non-zero pairs, PML's convention),
-        "lifted_structure", "multi_similarity", "ntxent",
+        "generalized_lifted_structure", "lifted_structure", "multi_similarity", "ntxent",
         "soft_nearest_neighbor", "supcon", "triplet_margin" (every mining).
       mask: [B] bool, valid rows. None: all valid.
       axis_name: mapped axis; the batch part of the candidates is gathered

@@ -82,7 +82,9 @@ def _cases():
             _pml(
                 pml_losses.GeneralizedLiftedStructureLoss(neg_margin=1, pos_margin=0.1), x, labels
             ),
-            _ours(jm.lifted_structure_loss, x, labels, pos_margin=0.1, neg_margin=1.0),
+            _ours(
+                jm.generalized_lifted_structure_loss, x, labels, pos_margin=0.1, neg_margin=1.0
+            ),
         ),
         "proxy_anchor": (
             _pml(

@@ -63,7 +63,7 @@ CASES = {
     ),
     "circle": (ref_circle, {"m": 0.25, "gamma": 16.0}),
     "supcon": (ref_supcon, {"temperature": 0.5}),
-    "lifted_structure": (ref_lifted, {"pos_margin": 0.1, "neg_margin": 1.0}),
+    "generalized_lifted_structure": (ref_lifted, {"pos_margin": 0.1, "neg_margin": 1.0}),
     "soft_nearest_neighbor": (ref_snn, {"temperature": 4.0}),
 }
 
