@@ -5,7 +5,7 @@ BENCH_VENV := .venv-bench
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: demo test lint notebooks bench bench-retrieval bench-input compare clean
+.PHONY: demo test lint docs notebooks bench bench-retrieval bench-input compare clean
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ test: $(VENV)/.installed-dev $(BENCH_VENV)/.installed
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# The documentation site: docs/*.md and the API reference generated from the docstrings
+# (docs/api/, mkdocstrings), offline and --strict, into site/ (open site/index.html).
+docs: $(VENV)/.installed-dev
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 # The Colab notebooks: each colab/<name>.ipynb is generated, without outputs, from its
 # jupytext source colab/<name>.py (edit the .py; tests/test_notebooks.py checks they agree).
@@ -80,4 +85,4 @@ compare: $(VENV)/.installed
 	$(PY) benchmarks/compare.py
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) build site *.egg-info .pytest_cache

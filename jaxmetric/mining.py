@@ -90,8 +90,8 @@ def anchors_and_candidates(
     device to device); ``anchor_index`` stays global.
 
     Raises:
-      ValueError naming the argument: bad shapes or dtypes, reference labels
-      without reference embeddings (or the reverse), another dimension.
+      ValueError: naming the argument: bad shapes or dtypes, reference labels
+        without reference embeddings (or the reverse), another dimension.
     """
     embeddings = _checks.check_embeddings(embeddings)
     batch = embeddings.shape[0]
@@ -381,8 +381,9 @@ def batch_hard_miner(
     valid, PML drops them).
 
     Args:
-      embeddings, labels, mask, reference_embeddings, reference_labels,
-      reference_mask, axis_name: as ``multi_similarity_miner``.
+      embeddings, labels, mask: as ``multi_similarity_miner``.
+      reference_embeddings, reference_labels, reference_mask, axis_name: as
+        ``multi_similarity_miner``.
       metric, normalize: the distance, as ``triplet_margin_miner``.
 
     Returns:
