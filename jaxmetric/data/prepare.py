@@ -16,7 +16,9 @@ with OpenCV.
 
     folder/<split>/<class_name>/<image>.{jpg,jpeg,png}
 
-``prepare_arrays`` takes ``{split: (images, labels)}``. Both write
+``prepare_arrays`` takes ``{split: (images, labels)}``; ``prepare_idx``
+reads a folder of MNIST-style IDX files (``read_idx``) into it, e.g.
+Fashion-MNIST (``prepare_fashion_mnist``). They write
 ``data_dir/<name>/1.0.0/`` and return ``name``; train on it with
 ``--config.dataset.name=tfds --config.dataset.tfds_name=<name>
 --config.dataset.data_dir=<data_dir>``. TFDS shuffles the records while it
@@ -25,6 +27,7 @@ writes them.
 Command line::
 
     python -m jaxmetric.data.prepare --folder=DIR --name=NAME --data_dir=DIR
+    python -m jaxmetric.data.prepare fashion_mnist --data_dir=DIR [--idx_dir=DIR]
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures
+import gzip
 import os
 import re
 import shutil
@@ -576,6 +580,184 @@ def prepare_folder(
 
 
 # --------------------------------------------------------------------------
+# IDX files (MNIST, Fashion-MNIST).
+
+# IDX type codes (the magic number's third byte) -> big-endian NumPy dtypes.
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+# The file prefix of each split in the MNIST layout: <prefix>-images-idx3-ubyte(.gz).
+IDX_SPLITS = {"train": "train", "test": "t10k"}
+# Where Debian's `dataset-fashion-mnist` package puts the four files.
+FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
+# Zalando's label names, in label order (TFDS's fashion_mnist uses the same).
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+# The dataset name prepare_fashion_mnist writes (TFDS's own "fashion_mnist" is
+# taken: tfds.data_source would look for that builder's files).
+FASHION_MNIST_NAME = "fashion_mnist_idx"
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Reads one IDX file (LeCun's MNIST format), gzip-compressed or not.
+
+    The format: two zero bytes, a type code (0x08 uint8, 0x09 int8, 0x0B
+    int16, 0x0C int32, 0x0D float32, 0x0E float64), the number of dimensions
+    d, then d big-endian uint32 sizes and the values in C order, big-endian.
+    MNIST's images are ``0x00000803`` (uint8, [N, 28, 28]), its labels
+    ``0x00000801`` (uint8, [N]). A file is gzip when it starts with gzip's
+    magic bytes, whatever its name.
+
+    Args:
+      path: the file (e.g. ``train-images-idx3-ubyte.gz``).
+
+    Returns:
+      The array, in native byte order (uint8 stays uint8).
+
+    Raises:
+      ValueError: naming ``path``, for a file that is not IDX (bad magic
+        number, unknown type code) or whose length disagrees with its header.
+
+    Example:
+      >>> import gzip, os, tempfile
+      >>> path = os.path.join(tempfile.mkdtemp(), "labels-idx1-ubyte.gz")
+      >>> with gzip.open(path, "wb") as f:
+      ...     _ = f.write(bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 0, 9]))
+      >>> read_idx(path)
+      array([7, 0, 9], dtype=uint8)
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as err:
+            raise ValueError(f"`path`={path!r}: a damaged gzip file ({err}).") from err
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in _IDX_DTYPES:
+        raise ValueError(
+            f"`path`={path!r} is not an IDX file (magic number {data[:4].hex() or 'missing'}; "
+            "expected 0000 then a type code (08 uint8 ... 0e float64) and the number of "
+            "dimensions, e.g. 00000803 for MNIST images)."
+        )
+    dtype, ndim = np.dtype(_IDX_DTYPES[data[2]]), data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"`path`={path!r}: the IDX header is truncated.")
+    shape = tuple(int(d) for d in np.frombuffer(data, ">u4", ndim, 4))
+    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(data) - header != size:
+        raise ValueError(
+            f"`path`={path!r}: the header says shape {shape} ({size} bytes of {dtype.name}), "
+            f"the file holds {len(data) - header} bytes after it."
+        )
+    return np.frombuffer(data, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _idx_file(idx_dir: str, prefix: str, kind: str) -> str:
+    """``<prefix>-<kind>-ubyte`` in ``idx_dir``, gzip-compressed or not."""
+    for name in (f"{prefix}-{kind}-ubyte.gz", f"{prefix}-{kind}-ubyte"):
+        path = os.path.join(idx_dir, name)
+        if os.path.isfile(path):
+            return path
+    raise ValueError(
+        f"`idx_dir`={idx_dir!r} has no {prefix}-{kind}-ubyte(.gz); the MNIST layout is "
+        "{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz."
+    )
+
+
+def prepare_idx(
+    data_dir: str | os.PathLike,
+    name: str,
+    idx_dir: str | os.PathLike,
+    *,
+    class_names: Sequence[str] | None = None,
+    overwrite: bool = False,
+) -> str:
+    """Writes a folder of MNIST-layout IDX files as the TFDS ArrayRecord dataset ``name``.
+
+    Reads ``{train,t10k}-images-idx3-ubyte(.gz)`` (uint8 [N, H, W]) and
+    ``{train,t10k}-labels-idx1-ubyte(.gz)`` (uint8 [N]) with ``read_idx``
+    and writes them with ``prepare_arrays`` as the splits ``train`` and
+    ``test``: ``image`` a lossless PNG of [H, W, 1] uint8 (read back exactly),
+    ``label`` a ``tfds.features.ClassLabel``. MNIST, Fashion-MNIST and
+    KMNIST come in this layout.
+
+    Args:
+      data_dir: the TFDS data directory to write ``<name>/1.0.0/`` in.
+      name: the dataset's name (snake_case, not one of TFDS's own).
+      idx_dir: the folder of the four IDX files.
+      class_names: one name per label (default: "0", "1", ...).
+      overwrite: replace ``data_dir/name`` if it holds a dataset already.
+
+    Returns:
+      ``name``.
+
+    Raises:
+      ValueError: a missing file in ``idx_dir``, a file that is not IDX, images
+        that are not uint8 [N, H, W], or what ``prepare_arrays`` refuses
+        (labels out of range for ``class_names``, an existing dataset).
+    """
+    _check_name(name)
+    idx_dir = os.fspath(idx_dir)
+    if not os.path.isdir(idx_dir):
+        raise ValueError(f"`idx_dir`={idx_dir!r} is not a directory.")
+    splits = {}
+    for split, prefix in IDX_SPLITS.items():
+        images = read_idx(_idx_file(idx_dir, prefix, "images-idx3"))
+        labels = read_idx(_idx_file(idx_dir, prefix, "labels-idx1"))
+        if images.ndim != 3 or images.dtype != np.uint8:
+            raise ValueError(
+                f"`idx_dir`: the {prefix} images must be uint8 [N, H, W], got "
+                f"{images.dtype} of shape {images.shape}."
+            )
+        splits[split] = (images, labels)
+    return prepare_arrays(data_dir, name, splits, class_names=class_names, overwrite=overwrite)
+
+
+def prepare_fashion_mnist(
+    data_dir: str | os.PathLike,
+    idx_dir: str | os.PathLike = FASHION_MNIST_DEBIAN_DIR,
+    *,
+    name: str = FASHION_MNIST_NAME,
+    overwrite: bool = False,
+) -> str:
+    """Fashion-MNIST (Xiao et al. 2017) from its IDX files as a TFDS ArrayRecord dataset.
+
+    ``prepare_idx`` with Zalando's ten class names: ``train`` 60,000 and
+    ``test`` 10,000 images, 28x28x1 uint8. The files come with Debian's
+    package (``apt-get install dataset-fashion-mnist``, in
+    ``FASHION_MNIST_DEBIAN_DIR``) or from the authors' repository; nothing
+    downloads here. Train on it with ``--config.dataset.data_dir=<data_dir>``
+    (``configs/triplet_fashion_mnist.py`` reads ``name``'s default).
+
+    Args:
+      data_dir: the TFDS data directory to write ``<name>/1.0.0/`` in.
+      idx_dir: the folder of ``{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz``.
+      name: the dataset's name (TFDS's own ``fashion_mnist`` is taken).
+      overwrite: replace ``data_dir/name`` if it holds a dataset already.
+
+    Returns:
+      ``name``.
+
+    Reference:
+      Xiao, Rasul, Vollgraf, "Fashion-MNIST: a Novel Image Dataset for
+      Benchmarking Machine Learning Algorithms", arXiv:1708.07747, 2017.
+    """
+    return prepare_idx(
+        data_dir, name, idx_dir, class_names=FASHION_MNIST_CLASSES, overwrite=overwrite
+    )
+
+
+# --------------------------------------------------------------------------
 # Command line.
 
 
@@ -599,16 +781,31 @@ def _config_lines(name: str, data_dir: str, sizes: Mapping[str, int], fixed_size
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m jaxmetric.data.prepare --folder=DIR --name=NAME --data_dir=DIR``:
-    ``prepare_folder``, then prints the records per split and the config
-    flags that train on the dataset. A ValueError exits with status 1 and its
-    message."""
+    ``prepare_folder``; ``python -m jaxmetric.data.prepare fashion_mnist
+    --data_dir=DIR [--idx_dir=DIR] [--name=NAME]``: ``prepare_fashion_mnist``.
+    Then prints the records per split and the config flags that train on the
+    dataset. A ValueError exits with status 1 and its message."""
     parser = argparse.ArgumentParser(
         prog="python -m jaxmetric.data.prepare",
-        description="Writes an ImageFolder-style folder (folder/<split>/<class>/<image>) "
-        "as a TFDS ArrayRecord dataset, without TensorFlow.",
+        description="Writes an ImageFolder-style folder (folder/<split>/<class>/<image>), or "
+        "Fashion-MNIST's IDX files, as a TFDS ArrayRecord dataset, without TensorFlow.",
     )
-    parser.add_argument("--folder", required=True, help="folder/<split>/<class>/<image>.")
-    parser.add_argument("--name", required=True, help="Dataset name (snake_case).")
+    parser.add_argument(
+        "dataset",
+        nargs="?",
+        choices=["fashion_mnist"],
+        help="fashion_mnist: the IDX files in --idx_dir (instead of --folder).",
+    )
+    parser.add_argument("--folder", help="folder/<split>/<class>/<image>.")
+    parser.add_argument(
+        "--idx_dir",
+        default=FASHION_MNIST_DEBIAN_DIR,
+        help="fashion_mnist: the folder of {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz "
+        f"(default: {FASHION_MNIST_DEBIAN_DIR}, Debian's dataset-fashion-mnist).",
+    )
+    parser.add_argument(
+        "--name", help=f"Dataset name (snake_case; fashion_mnist: {FASHION_MNIST_NAME})."
+    )
     parser.add_argument("--data_dir", required=True, help="TFDS data directory to write in.")
     parser.add_argument(
         "--splits", default=None, help="Comma-separated split folders (default: all)."
@@ -617,10 +814,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--overwrite", action="store_true", help="Replace a dataset of that name in data_dir."
     )
     args = parser.parse_args(argv)
+    if args.dataset is None and not (args.folder and args.name):
+        parser.error("--folder and --name are required (or the dataset: fashion_mnist).")
+    if args.dataset is not None and (args.folder or args.splits):
+        parser.error(f"{args.dataset} reads --idx_dir, not --folder / --splits.")
     splits = args.splits.split(",") if args.splits else None
     data_dir = os.path.abspath(args.data_dir)
     try:
-        prepare_folder(data_dir, args.name, args.folder, splits=splits, overwrite=args.overwrite)
+        if args.dataset == "fashion_mnist":
+            args.name = args.name or FASHION_MNIST_NAME
+            prepare_fashion_mnist(data_dir, args.idx_dir, name=args.name, overwrite=args.overwrite)
+        else:
+            prepare_folder(
+                data_dir, args.name, args.folder, splits=splits, overwrite=args.overwrite
+            )
     except ValueError as err:
         sys.exit(f"jaxmetric.data.prepare: {err}")
 
