@@ -10,7 +10,13 @@ from jaxmetric.losses.angular import angular_loss
 from jaxmetric.losses.circle import circle_loss
 from jaxmetric.losses.contrastive import contrastive_loss
 from jaxmetric.losses.lifted import generalized_lifted_structure_loss, lifted_structure_loss
-from jaxmetric.losses.margin_softmax import arcface_loss, cosface_loss
+from jaxmetric.losses.margin import margin_loss
+from jaxmetric.losses.margin_softmax import (
+    arcface_loss,
+    cosface_loss,
+    normalized_softmax_loss,
+    subcenter_arcface_loss,
+)
 from jaxmetric.losses.moco import moco_loss, mocov3_loss
 from jaxmetric.losses.multi_similarity import multi_similarity_loss
 from jaxmetric.losses.nnclr import nnclr_loss
@@ -25,6 +31,7 @@ from jaxmetric.losses.npair import npair_loss
 from jaxmetric.losses.ntxent import ntxent_loss, simclr_loss
 from jaxmetric.losses.proxy import proxy_anchor_loss, proxy_nca_loss
 from jaxmetric.losses.soft_nearest_neighbor import soft_nearest_neighbor_loss
+from jaxmetric.losses.soft_triple import soft_triple_loss
 from jaxmetric.losses.supcon import supcon_loss
 from jaxmetric.losses.triplet import triplet_margin_loss
 from jaxmetric.losses.xbm import xbm_loss
@@ -41,10 +48,12 @@ __all__ = [
     "cosface_loss",
     "generalized_lifted_structure_loss",
     "lifted_structure_loss",
+    "margin_loss",
     "moco_loss",
     "mocov3_loss",
     "multi_similarity_loss",
     "nnclr_loss",
+    "normalized_softmax_loss",
     "npair_loss",
     "ntxent_loss",
     "proxy_anchor_loss",
@@ -52,6 +61,8 @@ __all__ = [
     "simclr_loss",
     "simsiam_loss",
     "soft_nearest_neighbor_loss",
+    "soft_triple_loss",
+    "subcenter_arcface_loss",
     "supcon_loss",
     "triplet_margin_loss",
     "vicreg_loss",

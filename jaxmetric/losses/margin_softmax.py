@@ -1,4 +1,5 @@
-"""Additive-margin softmax losses against class weights: ArcFace and CosFace."""
+"""Softmax losses against class weights: ArcFace, sub-center ArcFace, CosFace and
+the normalised softmax (cosine logits over a temperature)."""
 
 from __future__ import annotations
 
@@ -79,12 +80,24 @@ def arcface_loss(
       Deng et al., "ArcFace: Additive Angular Margin Loss for Deep Face
       Recognition", CVPR 2019.
     """
+    _check_arcface(margin, scale)
+    x, weights, one_hot, valid = _classes.class_inputs(embeddings, labels, weights, mask, "weights")
+    logits = _arcface_logits(x @ weights.T, one_hot, margin, scale, easy_margin)
+    return _classes.cross_entropy(logits, one_hot, valid, axis_name)
+
+
+def _check_arcface(margin: float, scale: float) -> None:
     _checks.check_non_negative(margin, "margin")
     if margin > math.pi / 2:
         raise ValueError(f"`margin` is in radians and must be <= pi/2, got {margin!r}.")
     _checks.check_positive(scale, "scale")
-    x, weights, one_hot, valid = _classes.class_inputs(embeddings, labels, weights, mask, "weights")
-    cosine = jnp.clip(x @ weights.T, -1.0, 1.0)
+
+
+def _arcface_logits(
+    cosine: jax.Array, one_hot: jax.Array, margin: float, scale: float, easy_margin: bool
+) -> jax.Array:
+    """ArcFace's logits [b, C] from the cosines [b, C]: the margin on the targets."""
+    cosine = jnp.clip(cosine, -1.0, 1.0)
     sine = safe_sqrt(1.0 - jnp.square(cosine))
     with_margin = cosine * math.cos(margin) - sine * math.sin(margin)
     if easy_margin:
@@ -94,7 +107,77 @@ def arcface_loss(
         target = jnp.where(
             cosine >= -math.cos(margin), with_margin, cosine - margin * math.sin(margin)
         )
-    logits = scale * jnp.where(one_hot, target, cosine)
+    return scale * jnp.where(one_hot, target, cosine)
+
+
+def subcenter_arcface_loss(
+    embeddings: jax.Array,
+    labels: jax.Array,
+    weights: jax.Array,
+    *,
+    sub_centers: int = 3,
+    margin: float = 0.5,
+    scale: float = 64.0,
+    mask: jax.Array | None = None,
+    axis_name: str | None = None,
+) -> jax.Array:
+    r"""Sub-center ArcFace: ArcFace against the nearest of K centres of each class.
+
+    Each class c has K sub-centres :math:`W_{c,1}, \dots, W_{c,K}`; a row's
+    cosine to the class is that to its nearest sub-centre,
+
+    .. math::
+        \cos\theta_c = \max_{k} \cos(x, W_{c,k}),
+
+    and the loss is ``arcface_loss``'s on these cosines: the margin
+    :math:`\phi(\theta_y)` on the target class (with its fallback beyond
+    :math:`\theta = \pi - m`), softmax cross-entropy with scale s, averaged
+    over the valid rows whose label is in [0, C). The gradient reaches the
+    nearest sub-centre of each class only. ``sub_centers=1`` is ArcFace.
+
+    PML: ``SubCenterArcFaceLoss(C, D, margin=degrees(m), scale=s,
+    sub_centers=K)`` with ``loss.W = weights.T``: PML's ``W`` [D, C * K]
+    holds the sub-centres of class c in columns ``c * K .. c * K + K - 1``,
+    the layout of ``weights`` here. PML's ``get_outliers`` (dropping rows far
+    from their class's dominant sub-centre, the paper's second stage) is not
+    part of the loss: compute the cosines to pick them.
+
+    Args:
+      embeddings: [B, D] float32, bfloat16 or float16.
+      labels: [B] integer class indices in [0, C); rows with other labels are
+        left out.
+      weights: [C * K, D] sub-centres, rows ``c * K .. c * K + K - 1`` those
+        of class c (reshape a [C, K, D] array with ``.reshape(-1, D)``); the
+        caller's parameter (the gradient flows).
+      sub_centers: K >= 1 (paper and PML: 3).
+      margin: m in radians, in [0, pi/2] (paper: 0.5).
+      scale: s > 0 (paper: 64).
+      mask: [B] bool, valid rows. None: all valid.
+      axis_name: mapped axis; ``weights`` replicated, rows sharded.
+
+    Returns:
+      A float32 scalar; 0.0 (zero gradient) when no row counts.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxmetric
+      >>> x = jnp.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+      >>> w = jnp.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [-1.0, 0.0]])  # 2 classes, K = 2
+      >>> loss = jaxmetric.subcenter_arcface_loss(x, jnp.array([0, 0, 1]), w, sub_centers=2,
+      ...                                         scale=8.0)
+      >>> round(float(loss), 4)
+      0.2871
+
+    Reference:
+      Deng et al., "Sub-center ArcFace: Boosting Face Recognition by
+      Large-scale Noisy Web Faces", ECCV 2020.
+    """
+    _checks.check_int(sub_centers, "sub_centers")
+    _check_arcface(margin, scale)
+    x, weights, one_hot, valid = _classes.class_inputs(
+        embeddings, labels, weights, mask, "weights", per_class=sub_centers
+    )
+    cosine = jnp.max(_classes.grouped(x @ weights.T, sub_centers), axis=2)
+    logits = _arcface_logits(cosine, one_hot, margin, scale, easy_margin=False)
     return _classes.cross_entropy(logits, one_hot, valid, axis_name)
 
 
@@ -152,3 +235,56 @@ def cosface_loss(
     cosine = x @ weights.T
     logits = scale * (cosine - margin * one_hot.astype(cosine.dtype))
     return _classes.cross_entropy(logits, one_hot, valid, axis_name)
+
+
+def normalized_softmax_loss(
+    embeddings: jax.Array,
+    labels: jax.Array,
+    weights: jax.Array,
+    *,
+    temperature: float = 0.05,
+    mask: jax.Array | None = None,
+    axis_name: str | None = None,
+) -> jax.Array:
+    r"""Normalised softmax: cross-entropy over cosine logits with a temperature.
+
+    With :math:`\cos\theta_c` the cosine between a row and the class weight
+    :math:`W_c` (both L2-normalised) and y the row's class:
+
+    .. math::
+        \ell = -\log \frac{e^{\cos\theta_y / T}}{\sum_{c} e^{\cos\theta_c / T}}
+
+    averaged over the valid rows whose label is in [0, C): CosFace with no
+    margin and scale 1/T.
+
+    PML: ``NormalizedSoftmaxLoss(C, D, temperature=T)`` with ``loss.W =
+    weights.T`` (PML stores [D, C]); its default distance (dot product on
+    normalised rows) is the cosine here.
+
+    Args:
+      embeddings: [B, D] float32, bfloat16 or float16.
+      labels: [B] integer class indices in [0, C); rows with other labels are
+        left out.
+      weights: [C, D] class weights (the caller's parameter; gradient flows).
+      temperature: T > 0 (paper and PML: 0.05).
+      mask: [B] bool, valid rows. None: all valid.
+      axis_name: mapped axis; ``weights`` replicated, rows sharded.
+
+    Returns:
+      A float32 scalar; 0.0 (zero gradient) when no row counts.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxmetric
+      >>> x = jnp.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+      >>> w = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+      >>> loss = jaxmetric.normalized_softmax_loss(x, jnp.array([0, 0, 1]), w, temperature=0.5)
+      >>> round(float(loss), 3)
+      0.389
+
+    Reference:
+      Zhai and Wu, "Classification is a Strong Baseline for Deep Metric
+      Learning", BMVC 2019 (arXiv 2018).
+    """
+    _checks.check_positive(temperature, "temperature")
+    x, weights, one_hot, valid = _classes.class_inputs(embeddings, labels, weights, mask, "weights")
+    return _classes.cross_entropy(x @ weights.T / temperature, one_hot, valid, axis_name)

@@ -1,14 +1,18 @@
-"""arcface_loss and cosface_loss against plain NumPy loop references.
+"""The class-weight softmax losses against plain NumPy loop references.
 
 ArcFace (Deng et al. 2019, the margin in radians, both fallbacks beyond
-pi - m and the easy margin) and CosFace (Wang et al. 2018), with the class
-weights [C, D] passed in. float64 (rtol 1e-5) and float32 (rtol 1e-4).
+pi - m and the easy margin), sub-center ArcFace (Deng et al. 2020, weights
+[C * K, D], the nearest sub-centre of each class), CosFace (Wang et al.
+2018) and the normalised softmax (Zhai & Wu), with the class weights passed
+in. float64 (rtol 1e-5) and float32 (rtol 1e-4).
 """
 
 from __future__ import annotations
 
 import math
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -17,6 +21,7 @@ from tests.harness import (
     DTYPES,
     B,
     C,
+    as_float32_values,
     assert_docstring_examples_pass,
     class_batch,
     ref_cosine,
@@ -27,14 +32,19 @@ from tests.harness import (
 )
 
 
-def ref_arcface(x, labels, mask, weights, margin, scale, easy_margin):
+def ref_arcface(x, labels, mask, weights, margin, scale, easy_margin, sub_centers=1):
+    """ArcFace; with ``sub_centers`` K, the class cosine is the largest of the
+    cosines to rows c * K .. c * K + K - 1 of ``weights`` (sub-center ArcFace)."""
+    num_classes = len(weights) // sub_centers
     losses = []
     for i in range(len(x)):
-        if not (mask[i] and 0 <= labels[i] < len(weights)):
+        if not (mask[i] and 0 <= labels[i] < num_classes):
             continue
         logits = []
-        for c, w in enumerate(weights):
-            cos = min(1.0, max(-1.0, ref_cosine(x[i], w)))
+        for c in range(num_classes):
+            centres = weights[c * sub_centers : (c + 1) * sub_centers]
+            cos = max(ref_cosine(x[i], w) for w in centres)
+            cos = min(1.0, max(-1.0, cos))
             if c == labels[i]:
                 theta = math.acos(cos)
                 if easy_margin:
@@ -60,6 +70,15 @@ def ref_cosface(x, labels, mask, weights, margin, scale):
     return ref_mean(losses)
 
 
+def ref_normalized_softmax(x, labels, mask, weights, temperature):
+    losses = []
+    for i in range(len(x)):
+        if mask[i] and 0 <= labels[i] < len(weights):
+            logits = [ref_cosine(x[i], w) / temperature for w in weights]
+            losses.append(ref_softmax_ce(logits, labels[i]))
+    return ref_mean(losses)
+
+
 def _arcface(x, y, w, *, mask):
     return jm.arcface_loss(x, y, w, mask=mask)
 
@@ -76,6 +95,10 @@ def _cosface(x, y, w, *, mask):
     return jm.cosface_loss(x, y, w, mask=mask)
 
 
+def _normalized_softmax(x, y, w, *, mask):
+    return jm.normalized_softmax_loss(x, y, w, temperature=0.2, mask=mask)
+
+
 CASES = {
     "arcface": (_arcface, lambda x, y, m, w: ref_arcface(x, y, m, w, 0.5, 64.0, False)),
     # With m = 1.4 rad many targets pass theta > pi - m: the fallback branch.
@@ -85,6 +108,10 @@ CASES = {
     ),
     "arcface_easy": (_arcface_easy, lambda x, y, m, w: ref_arcface(x, y, m, w, 0.3, 16.0, True)),
     "cosface": (_cosface, lambda x, y, m, w: ref_cosface(x, y, m, w, 0.35, 64.0)),
+    "normalized_softmax": (
+        _normalized_softmax,
+        lambda x, y, m, w: ref_normalized_softmax(x, y, m, w, 0.2),
+    ),
 }
 
 
@@ -109,5 +136,81 @@ def test_matches_reference(name, case, dtype):
     np.testing.assert_allclose(out, expected, **tol(dtype))
 
 
+def _subcenter_k3(x, y, w, *, mask):
+    return jm.subcenter_arcface_loss(x, y, w, mask=mask)  # the defaults: K = 3, m = 0.5, s = 64
+
+
+def _subcenter_k2_big_margin(x, y, w, *, mask):
+    return jm.subcenter_arcface_loss(x, y, w, sub_centers=2, margin=1.4, scale=8.0, mask=mask)
+
+
+SUBCENTER_CASES = {
+    "k3": (_subcenter_k3, 3, 0.5, 64.0),
+    "k2_big_margin": (_subcenter_k2_big_margin, 2, 1.4, 8.0),
+}
+
+
+def _subcenter_weights(sub_centers: int, x=None):
+    """[C * K, SMALL_DIM] sub-centres; with ``x``, the first sub-centre of
+    each class opposite a row, so that the nearest sub-centre varies."""
+    rng = np.random.default_rng(11)
+    w = rng.normal(size=(C * sub_centers, x.shape[1] if x is not None else 6))
+    if x is not None:
+        w[::sub_centers] = -x[:C]
+    return as_float32_values(w)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ("mixed", "masked", "one_class"))
+@pytest.mark.parametrize("name", sorted(SUBCENTER_CASES))
+def test_subcenter_arcface_matches_reference(name, case, dtype):
+    fn, k, margin, scale = SUBCENTER_CASES[name]
+    x, labels, mask, _ = class_batch(case)
+    weights = _subcenter_weights(k, x)
+    expected = ref_arcface(x, labels, mask, weights, margin, scale, False, sub_centers=k)
+    out = run_masked(fn, dtype, x, labels, mask, weights)
+    np.testing.assert_allclose(out, expected, **tol(dtype))
+
+
+def test_subcenter_arcface_gradient_reaches_the_nearest_subcentres_only():
+    x, labels, mask, _ = class_batch("mixed")
+    k = 3
+    weights = _subcenter_weights(k, x)
+    grad = jax.jit(jax.grad(lambda w: jm.subcenter_arcface_loss(x, labels, w, mask=mask)))(
+        jnp.asarray(weights, jnp.float32)
+    )
+    # The nearest sub-centre of each class, for every row that counts.
+    nearest = set()
+    for i in range(len(x)):
+        if mask[i] and labels[i] < C:
+            for c in range(C):
+                cos = [ref_cosine(x[i], weights[c * k + j]) for j in range(k)]
+                nearest.add(c * k + int(np.argmax(cos)))
+    touched = {r for r in range(len(weights)) if np.abs(np.asarray(grad[r])).max() > 0}
+    assert touched == nearest and len(nearest) < len(weights)
+
+
+def test_subcenter_arcface_with_one_subcentre_is_arcface():
+    x, labels, mask, weights = class_batch("mixed")
+    both = jax.jit(
+        lambda w: (
+            jm.subcenter_arcface_loss(x, labels, w, sub_centers=1, mask=mask),
+            jm.arcface_loss(x, labels, w, mask=mask),
+        )
+    )
+    one, arcface = both(weights)
+    np.testing.assert_allclose(float(one), float(arcface), rtol=1e-6)
+
+
+def test_subcenter_arcface_rejects_weights_not_a_multiple_of_k():
+    x, labels, _, _ = class_batch("mixed")
+    with pytest.raises(ValueError, match=r"`weights` must have shape \[num_classes \* 3, 6\]"):
+        jm.subcenter_arcface_loss(x, labels, np.ones((8, 6)))
+    with pytest.raises(ValueError, match="`sub_centers` must be a positive int"):
+        jm.subcenter_arcface_loss(x, labels, np.ones((8, 6)), sub_centers=0)
+
+
 def test_docstring_examples():
-    assert_docstring_examples_pass(jm.arcface_loss, jm.cosface_loss)
+    assert_docstring_examples_pass(
+        jm.arcface_loss, jm.cosface_loss, jm.subcenter_arcface_loss, jm.normalized_softmax_loss
+    )
