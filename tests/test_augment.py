@@ -196,6 +196,7 @@ def test_solarize_matches_the_pil_rule_on_uint8_images():
     np.testing.assert_allclose(got, _solarize_reference(u8), atol=1e-7)
     # Another threshold: x -> 1 - x exactly where x >= threshold.
     x = np.random.default_rng(0).uniform(size=(5, 4, 3)).astype(np.float32)
+    x[0, 0] = 0.3  # at the threshold: inverted
     got = np.asarray(augment.solarize(jnp.asarray(x), threshold=0.3))
     np.testing.assert_array_equal(got, np.where(x >= 0.3, 1.0 - x, x))
     with pytest.raises(ValueError, match="`threshold`"):
@@ -215,11 +216,10 @@ def test_solarize_prob_zero_and_one_are_exact():
     keys = jax.random.split(jax.random.key(0), 6)
 
     def views(p):
-        return np.asarray(
-            jax.vmap(lambda k, c: augment.simclr_color_view(k, c, solarize_prob=p, **_PLAIN))(
-                keys, jnp.asarray(crops)
-            )
+        fn = jax.jit(
+            jax.vmap(lambda k, c: augment.simclr_color_view(k, c, solarize_prob=p, **_PLAIN))
         )
+        return np.asarray(fn(keys, jnp.asarray(crops)))
 
     np.testing.assert_allclose(views(0.0), crops / np.float32(255.0), atol=1e-7)
     np.testing.assert_allclose(views(1.0), _solarize_reference(crops), atol=1e-7)
@@ -231,7 +231,9 @@ def test_solarize_prob_is_drawn_per_example():
     crop = np.random.default_rng(2).integers(0, 256, size=(4, 4, 3)).astype(np.uint8)
     keys = jax.random.split(jax.random.key(3), 4000)
     out = np.asarray(
-        jax.vmap(lambda k: augment.simclr_color_view(k, crop, solarize_prob=0.2, **_PLAIN))(keys)
+        jax.jit(
+            jax.vmap(lambda k: augment.simclr_color_view(k, crop, solarize_prob=0.2, **_PLAIN))
+        )(keys)
     )
     plain = np.all(np.abs(out - crop / np.float32(255.0)) < 1e-6, axis=(1, 2, 3))
     flipped = np.all(np.abs(out - _solarize_reference(crop)) < 1e-6, axis=(1, 2, 3))
@@ -257,8 +259,11 @@ def test_per_view_probabilities_apply_to_their_view():
     cfg = _simclr_cfg(blur_prob=(1.0, 0.0), solarize_prob=(0.0, 1.0))
     crops = np.random.default_rng(4).integers(0, 256, size=(3, 2, 8, 8, 3)).astype(np.uint8)
     keys = jax.random.split(jax.random.key(5), 3)
-    v1 = np.asarray(augment.batch_views(cfg, keys, jnp.asarray(crops), 0))
-    v2 = np.asarray(augment.batch_views(cfg, keys, jnp.asarray(crops), 1))
+
+    def both_views(cfg, keys, x):  # one compiled program for the two views
+        return jax.jit(lambda k, x: [augment.batch_views(cfg, k, x, i) for i in (0, 1)])(keys, x)
+
+    v1, v2 = (np.asarray(v) for v in both_views(cfg, keys, jnp.asarray(crops)))
     # View 2: exactly the NumPy solarisation of its crop.
     np.testing.assert_allclose(v2, _solarize_reference(crops[:, 1]), atol=1e-7)
     # View 1: a SciPy Gaussian blur of its crop (kernel 3 at side 8, mirror
@@ -277,9 +282,8 @@ def test_per_view_probabilities_apply_to_their_view():
         assert fit.fun < 1e-5
     # One probability for every view: both views solarised.
     both = _simclr_cfg(solarize_prob=1.0)
-    for index in (0, 1):
-        got = np.asarray(augment.batch_views(both, keys, jnp.asarray(crops), index))
-        np.testing.assert_allclose(got, _solarize_reference(crops[:, index]), atol=1e-7)
+    for index, got in enumerate(both_views(both, keys, jnp.asarray(crops))):
+        np.testing.assert_allclose(np.asarray(got), _solarize_reference(crops[:, index]), atol=1e-7)
 
 
 @pytest.mark.parametrize("field", augment.PER_VIEW)
