@@ -344,3 +344,81 @@ def test_a_split_over_tfds_in_memory_shuffle_limit_prepares_without_tensorflow(
     stored = _records("big_split", "train", str(tmp_path))
     assert sorted(r["image"].tobytes() for r in stored) == sorted(e.tobytes() for e in x)
     assert shuffle.MAX_MEM_BUFFER_SIZE == 1 << 10  # TFDS's setting is put back.
+
+
+# --------------------------------------------------------------------------
+# IDX files (Fashion-MNIST).
+
+
+def _write_idx(path, array, *, compress=True):
+    """An IDX file written from its definition (independent of read_idx): two
+    zero bytes, the type code, the rank, big-endian uint32 sizes, big-endian values."""
+    import gzip
+    import struct
+
+    codes = {np.uint8: 0x08, np.int32: 0x0C, np.float32: 0x0D}
+    header = struct.pack(">BBBB", 0, 0, codes[array.dtype.type], array.ndim)
+    header += struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+    _write_file(path, gzip.compress(data) if compress else data)
+
+
+def _fashion_idx_dir(root, rng, n_train=40, n_test=10, shape=(28, 28)):
+    """The four files of Fashion-MNIST's layout; returns the folder and the arrays."""
+    arrays = {}
+    for split, prefix, n in (("train", "train", n_train), ("test", "t10k", n_test)):
+        x = rng.integers(0, 256, (n, *shape)).astype(np.uint8)
+        y = (np.arange(n) % 10).astype(np.uint8)
+        _write_idx(root / f"{prefix}-images-idx3-ubyte.gz", x)
+        _write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", y)
+        arrays[split] = (x, y)
+    return root, arrays
+
+
+def test_read_idx_reads_what_the_format_defines(tmp_path):
+    rng = np.random.default_rng(7)
+    cases = {
+        "images-idx3-ubyte.gz": (rng.integers(0, 256, (3, 5, 4)).astype(np.uint8), True),
+        "labels-idx1-ubyte": (np.array([9, 0, 3], np.uint8), False),  # not compressed
+        "ints-idx2": (rng.integers(-(2**30), 2**30, (2, 3)).astype(np.int32), True),
+        "floats-idx1": (rng.normal(size=4).astype(np.float32), False),
+    }
+    for name, (array, compress) in cases.items():
+        _write_idx(tmp_path / name, array, compress=compress)
+        got = prepare.read_idx(tmp_path / name)
+        assert got.dtype == array.dtype and got.shape == array.shape
+        np.testing.assert_array_equal(got, array)
+    _write_file(tmp_path / "bad-magic", b"\x00\x00\x07\x01\x00\x00\x00\x01\x05")
+    with pytest.raises(ValueError, match=r"`path`=.*bad-magic' is not an IDX file"):
+        prepare.read_idx(tmp_path / "bad-magic")
+    _write_file(tmp_path / "short", b"\x00\x00\x08\x01\x00\x00\x00\x05\x01\x02")
+    with pytest.raises(ValueError, match=r"shape \(5,\) \(5 bytes of uint8\), the file holds 2"):
+        prepare.read_idx(tmp_path / "short")
+
+
+def test_fashion_mnist_from_idx_files_records_equal_the_arrays(tmp_path):
+    rng = np.random.default_rng(8)
+    idx_dir, arrays = _fashion_idx_dir(tmp_path / "idx", rng, n_train=12, n_test=5, shape=(6, 4))
+    data_dir = str(tmp_path / "tfds")
+    assert prepare.prepare_fashion_mnist(data_dir, idx_dir) == prepare.FASHION_MNIST_NAME
+    builder = tfds.builder_from_directory(
+        os.path.join(data_dir, prepare.FASHION_MNIST_NAME, prepare.DATASET_VERSION)
+    )
+    assert builder.info.features["label"].names == list(prepare.FASHION_MNIST_CLASSES)
+    assert builder.info.features["image"].shape == (6, 4, 1)
+    for split, (x, y) in arrays.items():
+        got = _records(prepare.FASHION_MNIST_NAME, split, data_dir)
+        # TFDS shuffles the records: compare the sorted (image bytes, label) pairs.
+        stored = sorted((r["image"].tobytes(), int(r["label"])) for r in got)
+        want = [(xi[..., None].tobytes(), int(yi)) for xi, yi in zip(x, y, strict=True)]
+        assert stored == sorted(want)
+        # What the trainer reads by name from data_dir: images [H, W, 1] and labels.
+        split_data = sources.tfds(prepare.FASHION_MNIST_NAME, split, data_dir=data_dir)
+        assert sorted(split_data.y.tolist()) == sorted(y.tolist())
+        assert split_data.x[0].shape == (6, 4, 1) and split_data.x[0].dtype == np.uint8
+    # The command line: the same files, another name, then a missing folder.
+    prepare.main(["fashion_mnist", f"--idx_dir={idx_dir}", "--name=fm", f"--data_dir={data_dir}"])
+    assert len(tfds.data_source("fm", split="test", data_dir=data_dir)) == 5
+    os.remove(idx_dir / "t10k-labels-idx1-ubyte.gz")
+    with pytest.raises(SystemExit, match=r"`idx_dir`=.* has no t10k-labels-idx1-ubyte"):
+        prepare.main(["fashion_mnist", f"--idx_dir={idx_dir}", f"--data_dir={tmp_path}/x"])
