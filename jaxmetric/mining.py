@@ -552,3 +552,124 @@ def multi_similarity_mask(
         positive_mask & (sim - epsilon < hardest_negative),
         negative_mask & (sim + epsilon > hardest_positive),
     )
+
+
+def _distance_weighted(rows: Rows, cutoff: float, nonzero_loss_cutoff: float):
+    """(probabilities [b, M], positive_mask [b, M]) of ``distance_weighted_miner``."""
+    dist, pos, neg = _miner_distances(rows, "euclidean")
+    dim = rows.anchors.shape[1]
+    d = jnp.maximum(dist, cutoff)
+    inner = 1.0 - 0.25 * jnp.square(d)  # <= 0 at d >= 2: log 0, weight 0 (PML: inf / NaN)
+    log_w = (2.0 - dim) * jnp.log(d) - ((dim - 3.0) / 2.0) * jnp.log(
+        jnp.where(inner > 0, inner, 1.0)
+    )
+    keep = neg & (inner > 0) & jnp.isfinite(log_w) & (d < nonzero_loss_cutoff)
+    shift = jnp.max(jnp.where(keep, log_w, -jnp.inf), axis=1, keepdims=True)
+    w = jnp.where(keep, jnp.exp(log_w - jnp.where(keep, shift, 0.0)), 0.0)
+    total = jnp.sum(w, axis=1, keepdims=True)
+    return jnp.where(total > 0, w / jnp.where(total > 0, total, 1.0), 0.0), pos
+
+
+def distance_weighted_miner(
+    embeddings: jax.Array,
+    labels: jax.Array,
+    key: jax.Array,
+    *,
+    cutoff: float = 0.5,
+    nonzero_loss_cutoff: float = 1.4,
+    mask: jax.Array | None = None,
+    reference_embeddings: jax.Array | None = None,
+    reference_labels: jax.Array | None = None,
+    reference_mask: jax.Array | None = None,
+    axis_name: str | None = None,
+    return_probabilities: bool = False,
+) -> Triplets | tuple[Triplets, jax.Array]:
+    r"""Distance-weighted sampling (Wu et al. 2017; PML's ``DistanceWeightedMiner``).
+
+    On the unit sphere in D dimensions the distance d between two random
+    points has density :math:`q(d) \propto d^{D-2} (1 - d^2/4)^{(D-3)/2}`.
+    For every positive pair (a, p) one negative n is drawn with probability
+
+    .. math::
+        P(n \mid a) \propto q\big(\max(d_{an}, c)\big)^{-1}\,
+            [d_{an} < \lambda_{nz}]
+
+    over the negatives n of a, with c = ``cutoff`` (the paper's clip of the
+    weights, as in its code and PML) and :math:`\lambda_{nz}` =
+    ``nonzero_loss_cutoff`` (farther negatives give the margin loss 0 anyway).
+    Rows are L2-normalised; d is euclidean.
+
+    Fixed shape: T = b * M triplets, entry ``a * M + p`` for the pair (a, p),
+    valid where p is a positive of anchor a and a has a negative of non-zero
+    weight. Each anchor draws with its own key, ``fold_in(key, global row)``,
+    so the triplets under ``axis_name`` are those of one device on the whole
+    batch.
+
+    PML draws, for each anchor, as many positives as its class has rows,
+    uniformly with replacement, and one negative for each; here every positive
+    pair gets one negative (the paper's code), from the same P(n | a). PML
+    subtracts one global maximum before ``exp`` (a row far below it can
+    underflow to zero weight); here each row has its own.
+
+    Args:
+      embeddings: [b, D] float (the local rows under ``axis_name``).
+      labels: [b] integer labels.
+      key: a PRNG key (``jax.random.key``), the same on every device.
+      cutoff: c > 0, the smallest distance the weights see (PML: 0.5).
+      nonzero_loss_cutoff: negatives at this distance or farther get weight 0,
+        > 0 (PML: 1.4).
+      mask, reference_embeddings, reference_labels, reference_mask, axis_name:
+        as ``multi_similarity_miner``.
+      return_probabilities: also return P(n | a), [b, M] (rows sum to 1, or
+        0 for an anchor without a weighted negative).
+
+    Returns:
+      ``Triplets`` [b * M] for ``margin_loss(triplets=...)`` or
+      ``triplet_margin_loss(triplets=...)``; no gradient. With
+      ``return_probabilities``, ``(triplets, probabilities)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxmetric
+      >>> x = jax.random.normal(jax.random.key(0), (8, 4))
+      >>> y = jnp.array([0, 0, 1, 1, 2, 2, 3, 3])
+      >>> t = jaxmetric.mining.distance_weighted_miner(x, y, jax.random.key(1))
+      >>> t.anchor.shape, int(t.valid.sum())  # one triplet per positive pair
+      ((64,), 8)
+      >>> loss = jaxmetric.margin_loss(x, y, triplets=t)
+
+    Reference:
+      Wu, Manmatha, Smola, Krähenbühl, "Sampling Matters in Deep Embedding
+      Learning", ICCV 2017, section 4.
+    """
+    _checks.check_positive(cutoff, "cutoff")
+    _checks.check_positive(nonzero_loss_cutoff, "nonzero_loss_cutoff")
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if not (jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ()) and not (
+        key.dtype == jnp.uint32 and key.shape == (2,)
+    ):
+        raise ValueError(
+            f"`key` must be one PRNG key (jax.random.key(seed)), got {key.dtype} {key.shape}."
+        )
+    rows = anchors_and_candidates(
+        embeddings,
+        labels,
+        mask=mask,
+        reference_embeddings=reference_embeddings,
+        reference_labels=reference_labels,
+        reference_mask=reference_mask,
+        axis_name=axis_name,
+        normalize=True,
+    )
+    probs, pos = _distance_weighted(rows, cutoff, nonzero_loss_cutoff)
+    b, m = probs.shape
+    logits = jnp.where(probs > 0, jnp.log(jnp.where(probs > 0, probs, 1.0)), -jnp.inf)
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(parallel.anchor_index(b, axis_name))
+    negative = jax.vmap(lambda k, row: jax.random.categorical(k, row, shape=(m,)))(keys, logits)
+    valid = pos & jnp.any(probs > 0, axis=1, keepdims=True)
+    triplets = Triplets(
+        jnp.repeat(jnp.arange(b, dtype=jnp.int32), m),
+        jnp.tile(jnp.arange(m, dtype=jnp.int32), b),
+        negative.reshape(-1).astype(jnp.int32),
+        valid.reshape(-1),
+    )
+    return (triplets, probs) if return_probabilities else triplets

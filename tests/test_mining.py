@@ -33,6 +33,7 @@ from tests.harness import (
     ref_mine,
     ref_pair_masks,
     ref_triplet_setup,
+    ref_unit,
     triplet_data,
 )
 
@@ -279,3 +280,151 @@ def test_rejects_bad_input_naming_the_argument(call, argument):
 def test_multi_similarity_mask_rejects_a_negative_epsilon():
     with pytest.raises(ValueError, match="`epsilon` must be >= 0"):
         mining.multi_similarity_mask(EMB, EMB > 0, EMB > 0, epsilon=-1.0)
+
+
+# --- distance_weighted_miner (Wu et al. 2017; PML's DistanceWeightedMiner) ----------------
+
+
+def ref_distance_weights(x, labels, mask, cutoff=0.5, nonzero_loss_cutoff=1.4, ref=None):
+    """P(n | a) [b, M] by a loop: q(max(d, cutoff))^-1 over the valid negatives
+    with d < nonzero_loss_cutoff, q(d) = d^(D-2) (1 - d^2/4)^((D-3)/2)."""
+    cands, cand_labels, cand_mask = (x, labels, mask) if ref is None else ref
+    dim = x.shape[1]
+    probs = np.zeros((len(x), len(cands)))
+    for a in range(len(x)):
+        if not mask[a]:
+            continue
+        for n in range(len(cands)):
+            if not cand_mask[n] or cand_labels[n] == labels[a]:
+                continue
+            d = max(float(np.linalg.norm(ref_unit(x[a]) - ref_unit(cands[n]))), cutoff)
+            if d < nonzero_loss_cutoff and d < 2.0:
+                probs[a, n] = d ** (2.0 - dim) * (1.0 - d * d / 4.0) ** (-(dim - 3.0) / 2.0)
+        if probs[a].sum() > 0:
+            probs[a] /= probs[a].sum()
+    return probs
+
+
+def _dw_data(dim=6, masked=True):
+    x, labels, mask = labelled_batch("masked" if masked else "mixed")
+    if dim != x.shape[1]:
+        x = np.random.default_rng(3).normal(size=(len(x), dim))
+    return x, labels, mask
+
+
+@functools.cache
+def _dw_miner(**kwargs):
+    return jax.jit(
+        lambda x, y, m, key: mining.distance_weighted_miner(
+            x, y, key, mask=m, return_probabilities=True, **kwargs
+        )
+    )
+
+
+@pytest.mark.parametrize("dim, cutoff, nonzero", [(6, 0.5, 1.4), (32, 0.3, 1.6), (3, 0.5, 2.5)])
+def test_distance_weighted_miner_probabilities_match_loop(dim, cutoff, nonzero):
+    x, labels, mask = _dw_data(dim)
+    miner = _dw_miner(cutoff=cutoff, nonzero_loss_cutoff=nonzero)
+    triplets, probs = miner(x, labels, mask, jax.random.key(0))
+    expected = ref_distance_weights(x, labels, mask, cutoff, nonzero)
+    np.testing.assert_allclose(np.asarray(probs), expected, rtol=1e-4, atol=1e-7)
+    assert (expected > 0).any() and (expected[mask] == 0).any()  # the cut-offs bite
+    # One triplet per positive pair (a, p), entry a * M + p, of an anchor with
+    # a weighted negative; its negative has non-zero probability.
+    b, m = probs.shape
+    pos, _ = ref_pair_masks(labels, mask)
+    valid = pos & (expected.sum(axis=1, keepdims=True) > 0)
+    np.testing.assert_array_equal(np.asarray(triplets.valid).reshape(b, m), valid)
+    np.testing.assert_array_equal(np.asarray(triplets.anchor), np.repeat(np.arange(b), m))
+    np.testing.assert_array_equal(np.asarray(triplets.positive), np.tile(np.arange(m), b))
+    a, n = np.asarray(triplets.anchor), np.asarray(triplets.negative)
+    ok = np.asarray(triplets.valid)
+    assert ok.any() and (expected[a[ok], n[ok]] > 0).all()
+
+
+def test_distance_weighted_miner_samples_follow_the_probabilities():
+    x, labels, mask = _dw_data(6, masked=False)
+    keys = jax.random.split(jax.random.key(7), 400)
+    miner = _dw_miner()
+    draws = jax.jit(jax.vmap(lambda k: miner(x, labels, mask, k)[0].negative))(keys)
+    triplets, probs = miner(x, labels, mask, keys[0])
+    b, m = probs.shape
+    draws = np.asarray(draws).reshape(len(keys), b, m)
+    valid = np.asarray(triplets.valid).reshape(b, m)
+    probs = np.asarray(probs)
+    for a in range(b):
+        if not valid[a].any():
+            continue
+        samples = draws[:, a, valid[a]].reshape(-1)
+        freq = np.bincount(samples, minlength=m) / len(samples)
+        sigma = np.sqrt(probs[a] * (1 - probs[a]) / len(samples))
+        assert (np.abs(freq - probs[a]) <= 5 * sigma + 1e-3).all(), (a, freq, probs[a])
+    # Independent draws: the pairs of one anchor do not all get the same negative.
+    assert (draws[0][valid] != draws[1][valid]).any()
+
+
+def test_distance_weighted_miner_with_a_reference_set():
+    x, labels, mask = _dw_data(6)
+    rng = np.random.default_rng(9)
+    ref, ref_labels = rng.normal(size=(7, 6)), rng.integers(0, 4, size=7)
+    ref_mask = np.array([True, True, False, True, True, True, True])
+    t, probs = jax.jit(
+        lambda x, r: mining.distance_weighted_miner(
+            x,
+            labels,
+            jax.random.key(0),
+            mask=mask,
+            reference_embeddings=r,
+            reference_labels=ref_labels,
+            reference_mask=ref_mask,
+            return_probabilities=True,
+        )
+    )(x, ref)
+    expected = ref_distance_weights(x, labels, mask, ref=(ref, ref_labels, ref_mask))
+    np.testing.assert_allclose(np.asarray(probs), expected, rtol=1e-4, atol=1e-7)
+    pos = mask[:, None] & ref_mask[None, :] & (labels[:, None] == ref_labels[None, :])
+    np.testing.assert_array_equal(
+        np.asarray(t.valid).reshape(pos.shape), pos & (expected.sum(1, keepdims=True) > 0)
+    )
+
+
+def test_distance_weighted_miner_sharded_equals_single_device():
+    from jax.sharding import PartitionSpec as P
+
+    from tests.harness import mesh
+
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(32, 6)), jnp.float32)
+    labels = jnp.asarray(np.arange(32) % 16, jnp.int32)
+    mask = jnp.asarray(rng.random(32) > 0.2)
+    key = jax.random.key(5)
+    single = jax.jit(lambda x: mining.distance_weighted_miner(x, labels, key, mask=mask))(x)
+
+    def local(x, y, m):
+        return tuple(mining.distance_weighted_miner(x, y, key, mask=m, axis_name="data"))
+
+    sharded = jax.jit(jax.shard_map(local, mesh=mesh(), in_specs=P("data"), out_specs=P("data")))(
+        x, labels, mask
+    )
+    anchor, positive, negative, valid = (np.asarray(a) for a in sharded)
+    offset = np.repeat(np.arange(8) * 4, 4 * 32)  # local anchor rows -> global
+    np.testing.assert_array_equal(anchor + offset, np.asarray(single.anchor))
+    np.testing.assert_array_equal(positive, np.asarray(single.positive))
+    np.testing.assert_array_equal(valid, np.asarray(single.valid))
+    np.testing.assert_array_equal(negative[valid], np.asarray(single.negative)[valid])
+    assert valid.any()
+
+
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        ({"cutoff": 0.0}, "cutoff"),
+        ({"nonzero_loss_cutoff": -1.0}, "nonzero_loss_cutoff"),
+        ({"key": jnp.ones(3)}, "key"),
+        ({"key": jax.random.split(jax.random.key(0), 2)}, "key"),
+    ],
+)
+def test_distance_weighted_miner_rejects_bad_input(kwargs, argument):
+    kwargs = {"key": jax.random.key(0), **kwargs}
+    with pytest.raises(ValueError, match=f"`{argument}`"):
+        mining.distance_weighted_miner(EMB, LABELS, **kwargs)

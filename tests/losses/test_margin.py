@@ -40,33 +40,39 @@ def ref_euclid(a, b) -> float:
     return float(np.linalg.norm(ref_unit(a) - ref_unit(b)))
 
 
-def ref_margin_parts(pairs: Pairs, margin: float, beta):
-    """Loop over the triplets: (hinge sum, non-zero hinges, triplets, sum of beta_a,
-    d/d beta_c of the hinge sum (per class, or [1] for a scalar), triplets per class)."""
+def all_triplets(pairs: Pairs):
+    for i, pos, neg in pairs.anchors():
+        for p in pos:
+            for n in neg:
+                yield i, p, n
+
+
+def ref_margin_parts(pairs: Pairs, margin: float, beta, triplets=None):
+    """Loop over the triplets (all those of ``pairs``, or the given (a, p, n)):
+    (hinge sum, non-zero hinges, triplets, sum of beta_a, d/d beta_c of the
+    hinge sum (per class, or [1] for a scalar), triplets per class)."""
     per_class = np.ndim(beta) == 1
     n_beta = len(beta) if per_class else 1
-    total, count, triplets, beta_sum = 0.0, 0, 0, 0.0
+    total, count, num, beta_sum = 0.0, 0, 0, 0.0
     d_total, class_triplets = np.zeros(n_beta), np.zeros(n_beta)
-    for i, pos, neg in pairs.anchors():
+    for i, p, n in all_triplets(pairs) if triplets is None else triplets:
         c = int(pairs.labels[i]) if per_class else 0
         if per_class and not 0 <= c < n_beta:
             continue  # no beta for this anchor's class: not an anchor
         b = float(beta[c]) if per_class else float(beta)
-        for p in pos:
-            for n in neg:
-                lp = max(0.0, ref_euclid(pairs.x[i], pairs.cands[p]) - b + margin)
-                ln = max(0.0, b - ref_euclid(pairs.x[i], pairs.cands[n]) + margin)
-                total += lp + ln
-                count += (lp > 0) + (ln > 0)
-                triplets += 1
-                beta_sum += b
-                d_total[c] += -float(lp > 0) + float(ln > 0)
-                class_triplets[c] += 1
-    return total, count, triplets, beta_sum, d_total, class_triplets
+        lp = max(0.0, ref_euclid(pairs.x[i], pairs.cands[p]) - b + margin)
+        ln = max(0.0, b - ref_euclid(pairs.x[i], pairs.cands[n]) + margin)
+        total += lp + ln
+        count += (lp > 0) + (ln > 0)
+        num += 1
+        beta_sum += b
+        d_total[c] += -float(lp > 0) + float(ln > 0)
+        class_triplets[c] += 1
+    return total, count, num, beta_sum, d_total, class_triplets
 
 
-def ref_margin(pairs: Pairs, margin: float, beta, nu: float) -> float:
-    total, count, triplets, beta_sum, _, _ = ref_margin_parts(pairs, margin, beta)
+def ref_margin(pairs: Pairs, margin: float, beta, nu: float, triplets=None) -> float:
+    total, count, triplets, beta_sum, _, _ = ref_margin_parts(pairs, margin, beta, triplets)
     loss = total / count if count else 0.0
     if nu and np.ndim(beta) == 0:
         loss += nu * float(beta) if triplets else 0.0
@@ -147,6 +153,58 @@ def test_sharded_learnable_beta_equals_single_device(mapper):
         mapper,
         nonzero_grads=("w1", "w2", "beta"),
     )
+
+
+@pytest.mark.parametrize("beta", [1.2, CLASS_BETA], ids=["scalar", "per_class"])
+def test_given_triplets_pairs_and_reference_set_match_reference(beta):
+    """margin_loss(triplets=) on the triplets of distance_weighted_miner (the
+    paper's sampling), pairs= on multi-similarity mined pairs (every triplet of
+    a given positive and a given negative pair, PML's convert_to_triplets), and
+    a reference set, each against the loop over exactly those triplets."""
+    x, labels, mask = labelled_batch("masked")
+    x32, lab, m = jnp.asarray(x, jnp.float32), jnp.asarray(labels), jnp.asarray(mask)
+    kw = {"beta": beta, "nu": 0.1, "mask": m}
+    pairs = Pairs(x, labels, mask)
+    t = jax.device_get(
+        jax.jit(lambda x: jm.mining.distance_weighted_miner(x, lab, jax.random.key(3), mask=m))(x32)
+    )
+    given = [tuple(int(i) for i in row) for row in np.stack(t[:3], axis=1)[t.valid]]
+    assert len(given) > 3
+    loss = jax.jit(functools.partial(jm.margin_loss, **kw))
+    got = loss(x32, lab, triplets=t)
+    expected = ref_margin(pairs, 0.2, beta, 0.1, triplets=given)
+    np.testing.assert_allclose(float(got), expected, rtol=1e-4, atol=1e-6)
+    # A subset of all the triplets: not the all-triplets value.
+    assert abs(expected - ref_margin(pairs, 0.2, beta, 0.1)) > 1e-4
+
+    miner = jax.jit(functools.partial(jm.mining.multi_similarity_miner, mask=m, epsilon=0.3))
+    pos, neg = jax.device_get(miner(x32, lab))
+    given = [
+        (a, p, n)
+        for a in range(len(x))
+        for p in np.flatnonzero(pos[a])
+        for n in np.flatnonzero(neg[a])
+    ]
+    got = loss(x32, lab, pairs=(pos, neg))
+    expected = ref_margin(pairs, 0.2, beta, 0.1, triplets=given)
+    np.testing.assert_allclose(float(got), expected, rtol=1e-4, atol=1e-6)
+
+    rng = np.random.default_rng(8)
+    ref, ref_labels = rng.normal(size=(7, x.shape[1])), np.array([0, 1, 2, 3, 0, 1, 100])
+    with_ref = Pairs(x, labels, mask, ref, ref_labels, np.ones(7, bool))
+    given = [
+        (a, p, n)
+        for a in range(len(x))
+        if mask[a]
+        for p in range(7)
+        if ref_labels[p] == labels[a]
+        for n in range(7)
+        if ref_labels[n] != labels[a]
+    ]
+    got = loss(x32, lab, reference_embeddings=ref, reference_labels=ref_labels)
+    expected = ref_margin(with_ref, 0.2, beta, 0.1, triplets=given)
+    np.testing.assert_allclose(float(got), expected, rtol=1e-4, atol=1e-6)
+    assert expected > 0
 
 
 def test_rejects_bad_beta_naming_it():
