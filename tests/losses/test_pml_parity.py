@@ -82,9 +82,7 @@ def _cases():
             _pml(
                 pml_losses.GeneralizedLiftedStructureLoss(neg_margin=1, pos_margin=0.1), x, labels
             ),
-            _ours(
-                jm.generalized_lifted_structure_loss, x, labels, pos_margin=0.1, neg_margin=1.0
-            ),
+            _ours(jm.generalized_lifted_structure_loss, x, labels, pos_margin=0.1, neg_margin=1.0),
         ),
         "proxy_anchor": (
             _pml(
@@ -170,6 +168,162 @@ def check_against_pml():
 
 def test_losses_match_pml():
     check_against_pml()
+
+
+# --- issue 15: sub-center ArcFace, normalised softmax, SoftTriple, the margin loss and the
+# distance-weighted miner.
+
+
+def test_class_center_losses_match_pml():
+    x, labels, _ = _data(3)
+    rng = np.random.default_rng(4)
+    sub = rng.normal(size=(C * 3, D))  # 3 sub-centres per class, PML's W.T
+    weights = rng.normal(size=(C, D))
+    centers = rng.normal(size=(C * 4, D))  # 4 centres per class, PML's fc.T
+    subcenter = pml_losses.SubCenterArcFaceLoss(
+        num_classes=C, embedding_size=D, margin=math.degrees(0.5), scale=16, sub_centers=3
+    )
+    results = {
+        "subcenter_arcface": (
+            _pml(_with_params(subcenter, "W", sub.T.copy()), x, labels),
+            _ours(jm.subcenter_arcface_loss, x, labels, sub, sub_centers=3, scale=16.0),
+        ),
+        "normalized_softmax": (
+            _pml(
+                _with_params(
+                    pml_losses.NormalizedSoftmaxLoss(C, D, temperature=0.1), "W", weights.T.copy()
+                ),
+                x,
+                labels,
+            ),
+            _ours(jm.normalized_softmax_loss, x, labels, weights, temperature=0.1),
+        ),
+        # PML's SoftTripleLoss has no centre regulariser: tau=0.
+        "soft_triple": (
+            _pml(
+                _with_params(
+                    pml_losses.SoftTripleLoss(
+                        C, D, centers_per_class=4, la=20, gamma=0.1, margin=0.01
+                    ),
+                    "fc",
+                    centers.T.copy(),
+                ),
+                x,
+                labels,
+            ),
+            _ours(jm.soft_triple_loss, x, labels, centers, centers_per_class=4, tau=0.0),
+        ),
+    }
+    for name, (expected, ours) in results.items():
+        np.testing.assert_allclose(ours, expected, rtol=1e-6, err_msg=name)
+        assert expected > 0, name
+
+
+def _pml_margin(x, labels, indices_tuple=None, beta=None, **kwargs):
+    """PML's MarginLoss value and, with ``beta`` (learn_beta), the gradient reaching it."""
+    loss = pml_losses.MarginLoss(**kwargs)
+    if beta is not None:
+        loss.beta = torch.nn.Parameter(torch.tensor(np.asarray(beta, np.float64).reshape(-1)))
+    value = loss(torch.tensor(x), torch.tensor(labels), indices_tuple)
+    if beta is None:
+        return float(value.detach()), None
+    value.backward()
+    return float(value.detach()), loss.beta.grad.numpy().reshape(np.shape(beta))
+
+
+def _ours_margin(x, labels, beta, **kwargs):
+    with jax.enable_x64(True):
+        value, grad = jax.value_and_grad(
+            lambda b: jm.margin_loss(jnp.asarray(x), jnp.asarray(labels), beta=b, **kwargs)
+        )(jnp.asarray(beta, jnp.float64))
+        return float(value), np.asarray(grad)
+
+
+def test_margin_loss_matches_pml():
+    x, labels, _ = _data(5)
+    class_beta = np.array([1.0, 1.15, 1.3])
+    # The default: all triplets, fixed beta.
+    expected, _ = _pml_margin(x, labels)
+    ours = _ours(jm.margin_loss, x, labels)
+    np.testing.assert_allclose(ours, expected, rtol=1e-6)
+    # learn_beta: a scalar beta with its regulariser, and one beta per class.
+    for beta, kwargs in (
+        (1.0, dict(margin=0.1, nu=0.1)),
+        (class_beta, dict(margin=0.2, nu=0.05, num_classes=C)),
+    ):
+        expected, expected_grad = _pml_margin(x, labels, beta=beta, learn_beta=True, **kwargs)
+        kwargs.pop("num_classes", None)
+        ours, grad = _ours_margin(x, labels, beta, **kwargs)
+        np.testing.assert_allclose(ours, expected, rtol=1e-6, err_msg=str(beta))
+        np.testing.assert_allclose(grad, expected_grad, rtol=1e-6, atol=1e-12, err_msg=str(beta))
+        assert np.abs(expected_grad).max() > 0
+    # Mined pairs: PML's convert_to_triplets pairs every given positive and
+    # negative pair of one anchor; the same masks as ``pairs=``.
+    miner = pml_miners.MultiSimilarityMiner(epsilon=0.3)
+    a1, p, a2, n = miner(torch.tensor(x), torch.tensor(labels))
+    pos = np.zeros((B, B), bool)
+    neg = np.zeros((B, B), bool)
+    pos[a1.numpy(), p.numpy()] = True
+    neg[a2.numpy(), n.numpy()] = True
+    expected, _ = _pml_margin(x, labels, (a1, p, a2, n))
+    ours = _ours(jm.margin_loss, x, labels, pairs=(jnp.asarray(pos), jnp.asarray(neg)))
+    np.testing.assert_allclose(ours, expected, rtol=1e-6)
+    assert expected > 0
+
+
+def _pml_distance_weights(monkeypatch, x, labels):
+    """PML's DistanceWeightedMiner: the weights it samples negatives from, and its triplets."""
+    from pytorch_metric_learning.miners import distance_weighted_miner as dwm
+
+    seen = {}
+    sample = dwm.lmu.get_random_triplet_indices
+
+    def spy(labels, ref_labels=None, t_per_anchor=None, weights=None):
+        seen["weights"] = weights.detach().numpy().copy()
+        return sample(labels, ref_labels=ref_labels, t_per_anchor=t_per_anchor, weights=weights)
+
+    monkeypatch.setattr(dwm.lmu, "get_random_triplet_indices", spy)
+    miner = pml_miners.DistanceWeightedMiner(cutoff=0.5, nonzero_loss_cutoff=1.4)
+    triplets = miner(torch.tensor(x), torch.tensor(labels))
+    return np.nan_to_num(seen["weights"]), miner, triplets
+
+
+def test_distance_weighted_miner_matches_pml(monkeypatch):
+    """The sampling probabilities P(n | a) equal the weights PML samples from
+    (captured from its call to ``get_random_triplet_indices``); PML's torch draws
+    follow our probabilities (per anchor, within 5 binomial sigmas over 300
+    calls); both give triplets to the same anchors, with positives of the
+    anchor. The draws themselves (torch vs JAX RNG) are not compared; the loss
+    on the same triplets is, fed to both."""
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(B, 8))
+    labels = np.arange(B) % C
+    weights, miner, (a, p, n) = _pml_distance_weights(monkeypatch, x, labels)
+    with jax.enable_x64(True):
+        t, probs = jm.mining.distance_weighted_miner(
+            jnp.asarray(x), jnp.asarray(labels), jax.random.key(0), return_probabilities=True
+        )
+        probs = np.asarray(probs)
+        np.testing.assert_allclose(probs, weights, rtol=1e-6, atol=1e-12)
+        assert (weights == 0).sum() > B * C  # the cut-off at 1.4 removes some negatives
+        valid = np.asarray(t.valid).reshape(B, B)
+        # The same triplets fed to both margin losses.
+        ours = float(jm.margin_loss(jnp.asarray(x), jnp.asarray(labels), triplets=t))
+        mine = [np.asarray(v)[np.asarray(t.valid)] for v in (t.anchor, t.positive, t.negative)]
+    expected, _ = _pml_margin(x, labels, tuple(torch.tensor(v) for v in mine))
+    np.testing.assert_allclose(ours, expected, rtol=1e-6)
+    counts = np.zeros((B, B))
+    torch.manual_seed(0)
+    for _ in range(300):
+        a, p, n = miner(torch.tensor(x), torch.tensor(labels))
+        a, p, n = a.numpy(), p.numpy(), n.numpy()
+        assert set(a) == set(np.flatnonzero(valid.any(axis=1)))
+        assert valid[a, p].all()  # PML's positives: positives of the anchor
+        np.add.at(counts, (a, n), 1)
+    for i in np.flatnonzero(valid.any(axis=1)):
+        total = counts[i].sum()
+        sigma = np.sqrt(probs[i] * (1 - probs[i]) / total)
+        assert (np.abs(counts[i] / total - probs[i]) <= 5 * sigma + 1e-3).all(), i
 
 
 if __name__ == "__main__":  # .venv-bench/bin/python tests/losses/test_pml_parity.py
