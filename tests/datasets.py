@@ -1,6 +1,8 @@
 """Datasets the tests write to disk: real TFDS ArrayRecord files, made
 without TensorFlow."""
 
+import os
+
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -174,3 +176,43 @@ def write_mock_tfds(data_dir: str, name: str, sizes=(14, 10)) -> str:
     }
     builder_cls(data_dir=data_dir, file_format="array_record").download_and_prepare()
     return name
+
+
+# (class_id, super_class_id) per image, ids from 1 as in Ebay_*.txt.
+SOP_LISTS = {
+    "train": [(1, 1), (1, 1), (2, 3), (2, 3), (3, 12)],
+    "test": [(4, 5), (4, 5), (22_634, 12)],  # the last class of SOP
+}
+
+
+def write_fake_sop(root):
+    """A tiny copy of what Stanford_Online_Products.zip extracts to, in
+    ``root``: Ebay_train.txt / Ebay_test.txt and a JPEG per line (one
+    grayscale, sizes vary); returns (its folder, {split: [(class_id,
+    super_class_id, JPEG bytes)]})."""
+    import cv2
+
+    from jaxmetric.data import sop
+
+    base = os.path.join(root, "Stanford_Online_Products")
+    rng = np.random.default_rng(0)
+    written, image_id = {}, 1
+    for split, rows in SOP_LISTS.items():
+        lines = ["image_id class_id super_class_id path"]
+        written[split] = []
+        for k, (class_id, super_id) in enumerate(rows):
+            folder = f"{sop.SUPER_CLASSES[super_id - 1]}_final"
+            path = f"{folder}/{class_id:06d}_{k}.JPG"
+            shape = (9 + k, 12) if k == 1 else (10 + k, 8 + k, 3)
+            image = rng.integers(0, 256, shape).astype(np.uint8)
+            os.makedirs(os.path.join(base, folder), exist_ok=True)
+            ok, data = cv2.imencode(".jpg", image)
+            assert ok
+            with open(os.path.join(base, path), "wb") as f:
+                f.write(data.tobytes())
+            lines.append(f"{image_id} {class_id} {super_id} {path}")
+            image_id += 1
+            written[split].append((class_id, super_id, data.tobytes()))
+        with open(os.path.join(base, sop.LISTS[split]), "w") as f:
+            f.write("\n".join(lines) + "\n")
+    return base, written

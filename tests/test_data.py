@@ -151,6 +151,13 @@ def test_first_half_class_split_pools_the_splits_and_splits_by_class(tmp_path, n
     assert sorted(seen) == sorted(stored)  # every record exactly once
     assert {0, half - 1} <= set(train.y.tolist()) and {half, num_classes - 1} <= set(test.y)
     # The trainer's input pipeline reads the pooled records as any split's.
+    # One stored split that holds every class (train_split = test_split): once each.
+    cfg.test_split = "train"
+    one = [k for k in stored if k[0] == "train"]
+    parts = [(got.x.part, got.x.index, got.y) for got in sources.load(cfg)]
+    assert sorted(("train", int(i)) for p, idx, _ in parts for i in idx) == sorted(one)
+    assert all(np.all(p == 0) for p, _, _ in parts)
+    assert parts[0][2].max() < half <= parts[1][2].min()
     transform = input_pipeline.Transform("eval", 24)
     batch = next(iter(input_pipeline.eval_batches(test, 4, num_examples=4, transform=transform)))
     np.testing.assert_array_equal(batch["y"], test.y[:4])

@@ -10,39 +10,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from jaxmetric.data import sop, sources
-
-# (class_id, super_class_id) per image, ids from 1 as in Ebay_*.txt.
-LISTS = {
-    "train": [(1, 1), (1, 1), (2, 3), (2, 3), (3, 12)],
-    "test": [(4, 5), (4, 5), (sop.NUM_CLASSES, 12)],
-}
-
-
-def _write_folder(root):
-    """Stanford_Online_Products/ with the two lists and a JPEG per line
-    (one grayscale); returns {split: [(class_id, super_class_id, image)]}."""
-    base = os.path.join(root, "Stanford_Online_Products")
-    rng = np.random.default_rng(0)
-    written, image_id = {}, 1
-    for split, rows in LISTS.items():
-        lines = ["image_id class_id super_class_id path"]
-        written[split] = []
-        for k, (class_id, super_id) in enumerate(rows):
-            folder = f"{sop.SUPER_CLASSES[super_id - 1]}_final"
-            path = f"{folder}/{class_id:06d}_{k}.JPG"
-            shape = (9 + k, 12) if k == 1 else (10 + k, 8 + k, 3)
-            image = rng.integers(0, 256, shape).astype(np.uint8)
-            os.makedirs(os.path.join(base, folder), exist_ok=True)
-            ok, data = cv2.imencode(".jpg", image)
-            assert ok
-            with open(os.path.join(base, path), "wb") as f:
-                f.write(data.tobytes())
-            lines.append(f"{image_id} {class_id} {super_id} {path}")
-            image_id += 1
-            written[split].append((class_id, super_id, data.tobytes()))
-        with open(os.path.join(base, sop.LISTS[split]), "w") as f:
-            f.write("\n".join(lines) + "\n")
-    return base, written
+from tests.datasets import write_fake_sop
 
 
 def _zip(folder, path):
@@ -56,7 +24,7 @@ def _zip(folder, path):
 
 @pytest.mark.parametrize("kind", ["zip", "folder"])
 def test_prepared_sop_is_tfds_stanford_online_products(tmp_path, kind):
-    folder, written = _write_folder(tmp_path / "src")
+    folder, written = write_fake_sop(tmp_path / "src")
     source = _zip(folder, tmp_path / "Stanford_Online_Products.zip") if kind == "zip" else folder
     data_dir = str(tmp_path / "tfds")
     assert sop.prepare_sop(data_dir, source) == "stanford_online_products"
@@ -89,7 +57,7 @@ def test_prepared_sop_is_tfds_stanford_online_products(tmp_path, kind):
 
 
 def test_bad_archives_are_named(tmp_path):
-    folder, _ = _write_folder(tmp_path / "src")
+    folder, _ = write_fake_sop(tmp_path / "src")
     data_dir = str(tmp_path / "tfds")
     with pytest.raises(ValueError, match="`source`=.*neither"):
         sop.prepare_sop(data_dir, tmp_path / "nothing_here")

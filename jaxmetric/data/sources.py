@@ -357,7 +357,9 @@ def class_split(splits: Sequence[Split], *, kind: str = "first_half") -> tuple[S
     split by split. Only the labels are read (no image is decoded).
 
     Args:
-      splits: ``Split``s of one TFDS dataset (``tfds``), e.g. train and test.
+      splits: ``Split``s of one TFDS dataset (``tfds``), e.g. train and test
+        (``load`` passes one when ``dataset.train_split`` = ``test_split``,
+        a dataset whose one split holds every class).
       kind: ``"first_half"``.
 
     Returns:
@@ -401,7 +403,9 @@ def load(cfg) -> tuple[Split, Split]:
             "label_key": cfg.label_key,
         }
         train = tfds(cfg.tfds_name, cfg.train_split, **kw)
-        test = tfds(cfg.tfds_name, cfg.test_split, **kw)
         kind = cfg.get("class_split", "")
+        if kind and cfg.test_split == cfg.train_split:  # one split holds every class
+            return class_split([train], kind=kind)
+        test = tfds(cfg.tfds_name, cfg.test_split, **kw)
         return class_split([train, test], kind=kind) if kind else (train, test)
     raise ValueError(f"`dataset.name` must be one of {SOURCES}, got {cfg.name!r}.")
