@@ -70,8 +70,9 @@ def xbm_loss(
         "_loss" (``XBM_LOSSES``): "angular", "circle", "contrastive" (the
         default; euclidean on normalised rows, positive and negative terms
         each averaged over their non-zero pairs, PML's convention),
-        "generalized_lifted_structure", "lifted_structure", "multi_similarity", "ntxent",
-        "soft_nearest_neighbor", "supcon", "triplet_margin" (every mining).
+        "generalized_lifted_structure", "lifted_structure", "margin",
+        "multi_similarity", "ntxent", "soft_nearest_neighbor", "supcon",
+        "triplet_margin" (every mining).
       mask: [B] bool, valid rows. None: all valid.
       axis_name: mapped axis; the batch part of the candidates is gathered
         from all devices.
