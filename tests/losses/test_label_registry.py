@@ -15,6 +15,9 @@ from jaxmetric import losses
 B, D, K = 8, 4, 6
 # Execution flags of a public function that are not hyper-parameters of its spec.
 _FLAGS = {"ntxent_loss": {"ring"}}
+# The batch's inputs beyond the rows (``_common.label_loss``'s keywords): not
+# hyper-parameters either.
+_INPUTS = {"pairs", "triplets", "reference_embeddings", "reference_labels", "reference_mask"}
 
 
 def _batch(seed=0):
@@ -51,7 +54,8 @@ def test_registry_holds_every_label_based_loss():
             for p in inspect.signature(spec.loss).parameters.values()
             if p.kind is inspect.Parameter.KEYWORD_ONLY
         }
-        assert set(spec.hyper_params) == keywords - {"mask", "axis_name"} - _FLAGS.get(name, set())
+        expected = keywords - {"mask", "axis_name"} - _FLAGS.get(name, set()) - _INPUTS
+        assert set(spec.hyper_params) == expected, name
 
 
 @pytest.mark.parametrize("name", sorted(losses.LABEL_LOSSES))
