@@ -19,15 +19,24 @@ from jaxmetric.losses import _tiling
 from jaxmetric.losses._common import NEG_LARGE
 
 
-def _slab_terms(s, pos, neg, positive_logit):
+def _slab_terms(s, pos, neg, positive_logit, supcon):
     """Loss terms and dS (for a unit cotangent, before the 1/T) of one row slab."""
-    shift = jnp.max(jnp.where(neg, s, -jnp.inf), axis=1)
+    # SupCon's denominator holds the positives too; NT-Xent's the negatives only.
+    counted = pos | neg if supcon else neg
+    shift = jnp.max(jnp.where(counted, s, -jnp.inf), axis=1)
     shift = jax.lax.stop_gradient(jnp.where(jnp.isfinite(shift), shift, 0.0))
-    exp_neg = jnp.exp(jnp.where(neg, s - shift[:, None], NEG_LARGE))
+    exp_neg = jnp.exp(jnp.where(counted, s - shift[:, None], NEG_LARGE))
     sum_neg = jnp.sum(exp_neg, axis=1)
     has_neg = sum_neg > 0
     lse = jnp.where(has_neg, shift + jnp.log(jnp.where(has_neg, sum_neg, 1.0)), NEG_LARGE)
     inv_sum = jnp.where(has_neg, 1.0 / jnp.where(has_neg, sum_neg, 1.0), 0.0)
+    if supcon:  # lse_i - the mean positive logit, for the anchors with a positive
+        num_pos = jnp.sum(pos, axis=1).astype(s.dtype)
+        has_pos = num_pos > 0
+        inv_pos = jnp.where(has_pos, 1.0 / jnp.where(has_pos, num_pos, 1.0), 0.0)
+        total = jnp.where(has_pos, lse - jnp.sum(jnp.where(pos, s, 0.0), axis=1) * inv_pos, 0.0)
+        ds = exp_neg * jnp.where(has_pos, inv_sum, 0.0)[:, None] - pos * inv_pos[:, None]
+        return total, has_pos.astype(s.dtype), ds, None
     if positive_logit is not None:  # One positive per row, its logit given.
         z = lse - positive_logit
         total, count = jax.nn.softplus(z), jnp.ones_like(z)
@@ -42,7 +51,7 @@ def _slab_terms(s, pos, neg, positive_logit):
     return total, count, ds, None
 
 
-def _fused_fwd(x, c, partner, anchor_meta, cand_meta, temperature, block, cand_grad):
+def _fused_fwd(x, c, partner, anchor_meta, cand_meta, temperature, block, cand_grad, supcon):
     num_rows, dim = x.shape
     a_tiles = _tiling.tiles(_tiling.Rows(x, *anchor_meta), block)
     cands = _tiling.Rows(c, *cand_meta)
@@ -57,7 +66,7 @@ def _fused_fwd(x, c, partner, anchor_meta, cand_meta, temperature, block, cand_g
         s = scaled @ cands.emb.T
         pos, neg = _tiling.tile_masks(a, cands)
         positive_logit = jnp.sum(scaled * p, axis=1) if single else None
-        total, count, ds, d_positive = _slab_terms(s, pos, neg, positive_logit)
+        total, count, ds, d_positive = _slab_terms(s, pos, neg, positive_logit, supcon)
         valid = a.mask
         total, count = jnp.where(valid, total, 0.0), jnp.where(valid, count, 0.0)
         ds = jnp.where(valid[:, None], ds, 0.0)
@@ -80,7 +89,7 @@ def _fused_fwd(x, c, partner, anchor_meta, cand_meta, temperature, block, cand_g
     return (total, count), grads
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8))
 def fused_ntxent(
     x: jax.Array,
     c: jax.Array,
@@ -90,6 +99,7 @@ def fused_ntxent(
     temperature: float,
     block: int,
     cand_grad: bool,
+    supcon: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
     """(sum of NT-Xent terms over valid positive pairs, their number), for local anchors.
 
@@ -97,11 +107,17 @@ def fused_ntxent(
     MoCo); candidates then serve as negatives only where their label differs.
     None: positives are the candidates with the anchor's label (not itself).
     ``cand_grad=False`` skips the candidates' gradient (a MoCo queue).
+    ``supcon=True`` (``partner`` None): SupCon's terms instead, per anchor with
+    a positive ``lse_{positives and negatives} - mean positive logit``, and
+    the number of such anchors.
     """
-    return _fused_fwd(x, c, partner, anchor_meta, cand_meta, temperature, block, cand_grad)[0]
+    return _fused_fwd(x, c, partner, anchor_meta, cand_meta, temperature, block, cand_grad, supcon)[
+        0
+    ]
 
 
-def _fused_vjp_bwd(temperature, block, cand_grad, grads, cotangents):
+def _fused_vjp_bwd(temperature, block, cand_grad, supcon, grads, cotangents):
+    del supcon
     g, _ = cotangents  # The count has no gradient.
     dx, dc, dp = grads
     scale = lambda t: None if t is None else g * t  # noqa: E731

@@ -1,14 +1,31 @@
-"""Symmetric tiles: one device, the anchors are their own candidates (SimCLR).
+"""Symmetric tiles: the anchors are their own candidates (SimCLR), on one or more devices.
 
-Then S = X X^T / T is symmetric and the [block, block] tile (I, J) serves
-rows I and rows J alike, so only the tiles with I <= J are computed. With
-unit-norm rows every logit is at most 1/T, so ``exp(S_ij - 1/T)`` cannot
-overflow and one exp per entry serves both rows i and j (a per-row max
-shift would not be shared). Two passes: the first sums each row's negative
-exps; the second recomputes each tile and forms
-``A = E * (a_i + a_j)`` with ``a = weight / row sum``, which carries both
-dS and dS^T, so the gradient is ``A X_J`` for rows I and ``A^T X_I`` for
-rows J. GEMM work: 4 n^2 D against the dense 6 n^2 D, and half the exps.
+Then S = X X^T / T is symmetric and a tile (I, J) of it serves rows I and
+rows J alike, so each unordered pair of [block, block] tiles is formed once.
+With unit-norm rows every logit is at most 1/T, so ``exp(S_ij - 1/T)``
+cannot overflow and one exp per entry serves both rows i and j (a per-row
+max shift would not be shared), and the row sums of the tiles that different
+devices form simply add up (``psum``).
+
+The rows (gathered from every device under ``axis_name``) are cut into
+``nb`` blocks, ``nb`` a multiple of the device count, and each device owns
+``nb / n`` of them. Row block I forms, with the blocks after it on a circle:
+its diagonal tile (I, I); the full tiles (I, I + t) for t = 1 ... (nb - 1) // 2,
+one contiguous slab of the doubled rows; and when nb is even, half of the
+tile (I, I + nb / 2), whose other half the partner block forms. Every
+unordered pair of blocks is covered exactly once and every block does the
+same work, so each of n devices does 1/n of the single-device work.
+
+``negative_exp_sums`` returns one device's partial sums over the negatives
+of ``exp(S_ij - 1/T)`` for every row; their ``psum`` is the row sums. Its
+backward pass, given ``a = dL / d row sum`` for every row (the transpose of
+the caller's ``psum`` and local slice hands every device all of them),
+recomputes the device's tiles and forms ``A = E * (a_i + a_j)``, which carries
+both dS and dS^T: ``A X_J`` for rows I and ``A^T X_I`` for rows J (the
+diagonal tile: ``A X_I`` alone). The partial gradient of the gathered rows
+goes back through the gather's transpose (a reduce-scatter), so the gradient
+is exact with no collective on it. GEMM work over all devices: the
+triangle's, 4 x (n_rows^2 / 2) x D, against the dense 6 x n_rows^2 x D.
 """
 
 from __future__ import annotations
@@ -18,6 +35,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from jaxmetric import parallel
 from jaxmetric.losses import _tiling
 from jaxmetric.losses._common import NEG_LARGE
 
@@ -30,84 +48,148 @@ def symmetric_applies(temperature: float) -> bool:
     return 2.0 / temperature <= SYMMETRIC_MAX_RANGE
 
 
-def _pair_tiles(num_blocks: int) -> tuple[jax.Array, jax.Array]:
-    """Block indices (I, J) of the tiles strictly above the diagonal."""
-    rows, cols = [], []
-    for i in range(num_blocks):
-        for j in range(i + 1, num_blocks):
-            rows.append(i)
-            cols.append(j)
-    return jnp.asarray(rows, jnp.int32), jnp.asarray(cols, jnp.int32)
+class _Plan:
+    """The static layout: ``nb`` blocks of ``block`` rows, ``per_device`` per device."""
+
+    def __init__(self, num_rows: int, block: int, num_devices: int):
+        block = max(1, min(block, -(-num_rows // num_devices)))
+        per_device = -(-num_rows // (block * num_devices))
+        self.num_blocks = per_device * num_devices
+        # An even nb splits the tiles (I, I + nb / 2) in halves of block / 2 columns.
+        self.block = block + (block % 2 if self.num_blocks % 2 == 0 else 0)
+        self.per_device = per_device
+        self.window = (self.num_blocks - 1) // 2  # full tiles after the diagonal
+        self.half = self.block // 2 if self.num_blocks % 2 == 0 else 0
+        self.padded = self.num_blocks * self.block
 
 
-def _symmetric_fwd(x, partner, labels, mask, temperature, block):
-    num_rows, dim = x.shape
-    dtype = x.dtype
-    x, partner = x.astype(jnp.float32), partner.astype(jnp.float32)
+def _slice(a: jax.Array, start, size: int) -> jax.Array:
+    return jax.lax.dynamic_slice_in_dim(a, start, size, axis=0)
+
+
+def _add(buffer: jax.Array, start, value: jax.Array) -> jax.Array:
+    return jax.lax.dynamic_update_slice_in_dim(
+        buffer, _slice(buffer, start, value.shape[0]) + value, start, axis=0
+    )
+
+
+def _doubled(rows: _tiling.Rows, plan: _Plan) -> _tiling.Rows:
+    """The rows padded to ``plan.padded`` (padding masked out) and repeated twice,
+    so a cyclic window of blocks is one contiguous slice."""
+    fill = {"emb": 0.0, "labels": -1, "mask": False, "index": -1}
+
+    def pad(name, t):
+        extra = plan.padded - t.shape[0]
+        t = jnp.pad(t, [(0, extra)] + [(0, 0)] * (t.ndim - 1), constant_values=fill[name])
+        return jnp.concatenate([t, t])
+
+    return _tiling.Rows(**{k: pad(k, v) for k, v in rows._asdict().items()})
+
+
+def _block_tiles(doubled: _tiling.Rows, plan: _Plan, block_index, temperature: float):
+    """The tiles row block ``block_index`` forms: a list of
+    (row start, column start, E, diagonal) with E = exp(S - 1/T) on the negatives."""
     shift = 1.0 / temperature
-    rows = _tiling.Rows(x, labels, mask, jnp.arange(num_rows, dtype=jnp.int32))
-    tiles = _tiling.tiles(rows, block)
-    xt = tiles.emb
-    num_blocks = xt.shape[0]
-    scaled = xt / temperature
-    rows_i, rows_j = _pair_tiles(num_blocks)
+    beta = plan.block
 
-    def exp_tile(i, j):
-        s = scaled[i] @ xt[j].T
-        _, neg = _tiling.tile_masks(
-            jax.tree.map(lambda t: t[i], tiles), jax.tree.map(lambda t: t[j], tiles)
-        )
-        return jnp.where(neg, jnp.exp(jnp.minimum(s - shift, 0.0)), 0.0)
+    def exp_tile(row_start, rows: int, col_start, cols: int):
+        a = jax.tree.map(lambda t: _slice(t, row_start, rows), doubled)
+        c = jax.tree.map(lambda t: _slice(t, col_start, cols), doubled)
+        s = (a.emb / temperature) @ c.emb.T
+        _, neg = _tiling.tile_masks(a, c)
+        return jnp.where(neg, jnp.exp(jnp.minimum(s - shift, 0.0)), 0.0), a.emb, c.emb
 
-    # Pass 1: each row's sum of negative exps.
-    def diagonal_sums(_, i):
-        return None, jnp.sum(exp_tile(i, i), axis=1)
-
-    _, row_sum = jax.lax.scan(diagonal_sums, None, jnp.arange(num_blocks))
-
-    def off_diagonal_sums(row_sum, ij):
-        i, j = ij
-        e = exp_tile(i, j)
-        row_sum = row_sum.at[i].add(jnp.sum(e, axis=1))
-        return row_sum.at[j].add(jnp.sum(e, axis=0)), None
-
-    if rows_i.size:
-        row_sum, _ = jax.lax.scan(off_diagonal_sums, row_sum, (rows_i, rows_j))
-    row_sum = row_sum.reshape(-1)[:num_rows]
-
-    has_neg = row_sum > 0
-    safe_sum = jnp.where(has_neg, row_sum, 1.0)
-    lse = jnp.where(has_neg, shift + jnp.log(safe_sum), NEG_LARGE)
-    positive = jnp.sum(x * partner, axis=1) / temperature
-    z = lse - positive
-    total = jnp.sum(jnp.where(mask, jax.nn.softplus(z), 0.0))
-    count = jnp.sum(mask).astype(jnp.float32)
-    weight = jnp.where(mask, jax.nn.sigmoid(z), 0.0)  # d term / d lse
-    a = _tiling.pad_rows(jnp.where(has_neg, weight / safe_sum, 0.0), block, 0.0).reshape(-1, block)
-
-    # Pass 2: dX = (dS + dS^T) X / T from the recomputed tiles.
-    def diagonal_grads(_, i):
-        e = exp_tile(i, i)
-        return None, (e * (a[i][:, None] + a[i][None, :])) @ xt[i]
-
-    _, dx = jax.lax.scan(diagonal_grads, None, jnp.arange(num_blocks))
-
-    def off_diagonal_grads(dx, ij):
-        i, j = ij
-        coupled = exp_tile(i, j) * (a[i][:, None] + a[j][None, :])
-        dx = dx.at[i].add(coupled @ xt[j])
-        return dx.at[j].add(coupled.T @ xt[i]), None
-
-    if rows_i.size:
-        dx, _ = jax.lax.scan(off_diagonal_grads, dx, (rows_i, rows_j))
-    dx = dx.reshape(-1, dim)[:num_rows] / temperature
-    # The positive logit <x_i, p_i> / T enters each term with weight -w_i.
-    dx = dx - weight[:, None] * partner / temperature
-    dp = -weight[:, None] * x / temperature
-    return (total, count), (dx.astype(dtype), dp.astype(dtype))
+    start = block_index * beta
+    out = [(start, start, *exp_tile(start, beta, start, beta), True)]
+    if plan.window:
+        cols = start + beta
+        out.append((start, cols, *exp_tile(start, beta, cols, plan.window * beta), False))
+    if plan.half:
+        partner = (block_index + plan.num_blocks // 2) % plan.num_blocks
+        # The lower block's rows against half of the higher block's columns:
+        # block I < J takes J's first half, block J > I its own second half.
+        lower = jnp.minimum(block_index, partner) * beta
+        cols = jnp.where(block_index < partner, partner * beta, start + plan.half)
+        out.append((lower, cols, *exp_tile(lower, beta, cols, plan.half), False))
+    return out
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _owned_block(plan: _Plan, r, axis_name: str | None):
+    return parallel.axis_index(axis_name) * plan.per_device + r
+
+
+def _partial_sums(x, labels, mask, temperature, block, axis_name):
+    num_rows = x.shape[0]
+    plan = _Plan(num_rows, block, parallel.axis_size(axis_name))
+    index = jnp.arange(num_rows, dtype=jnp.int32)
+    doubled = _doubled(_tiling.Rows(x, labels, mask, index), plan)
+
+    def visit(sums, r):
+        tiles = _block_tiles(doubled, plan, _owned_block(plan, r, axis_name), temperature)
+        for row_start, col_start, e, _, _, diagonal in tiles:
+            sums = _add(sums, row_start, jnp.sum(e, axis=1))
+            if not diagonal:
+                sums = _add(sums, col_start, jnp.sum(e, axis=0))
+        return sums, None
+
+    sums = jnp.zeros(2 * plan.padded, x.dtype)
+    sums = parallel.to_varying(sums, axis_name)
+    sums, _ = jax.lax.scan(visit, sums, jnp.arange(plan.per_device))
+    return (sums[: plan.padded] + sums[plan.padded :])[:num_rows]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def negative_exp_sums(
+    x: jax.Array,
+    labels: jax.Array,
+    mask: jax.Array,
+    temperature: float,
+    block: int,
+    axis_name: str | None,
+) -> jax.Array:
+    """This device's share of ``sum_{j negative of i} exp(S_ij - 1/T)`` for every row i.
+
+    ``x`` [n, D] (unit-norm rows, every device's under ``axis_name``), its
+    ``labels`` (a row's negatives are the valid rows of another label) and
+    ``mask``; the ``psum`` over devices of the result is the row sums. For
+    ``symmetric_applies(temperature)`` only.
+    """
+    return _partial_sums(x, labels, mask, temperature, block, axis_name)
+
+
+def _negative_exp_sums_fwd(x, labels, mask, temperature, block, axis_name):
+    sums = _partial_sums(x, labels, mask, temperature, block, axis_name)
+    return sums, (x, labels, mask)
+
+
+def _negative_exp_sums_bwd(temperature, block, axis_name, residuals, g):
+    x, labels, mask = residuals
+    num_rows, dim = x.shape
+    plan = _Plan(num_rows, block, parallel.axis_size(axis_name))
+    index = jnp.arange(num_rows, dtype=jnp.int32)
+    doubled = _doubled(_tiling.Rows(x, labels, mask, index), plan)
+    a = jnp.concatenate([jnp.pad(g, (0, plan.padded - num_rows))] * 2)
+
+    def visit(dx, r):
+        tiles = _block_tiles(doubled, plan, _owned_block(plan, r, axis_name), temperature)
+        for row_start, col_start, e, x_rows, x_cols, diagonal in tiles:
+            a_rows = _slice(a, row_start, e.shape[0])
+            a_cols = _slice(a, col_start, e.shape[1])
+            coupled = e * (a_rows[:, None] + a_cols[None, :])
+            dx = _add(dx, row_start, coupled @ x_cols)
+            if not diagonal:  # The diagonal tile's coupled is symmetric: done.
+                dx = _add(dx, col_start, coupled.T @ x_rows)
+        return dx, None
+
+    dx = parallel.to_varying(jnp.zeros((2 * plan.padded, dim), x.dtype), axis_name)
+    dx, _ = jax.lax.scan(visit, dx, jnp.arange(plan.per_device))
+    dx = (dx[: plan.padded] + dx[plan.padded :])[:num_rows] / temperature
+    return dx, None, None
+
+
+negative_exp_sums.defvjp(_negative_exp_sums_fwd, _negative_exp_sums_bwd)
+
+
 def symmetric_ntxent(
     x: jax.Array,
     partner: jax.Array,
@@ -115,20 +197,22 @@ def symmetric_ntxent(
     mask: jax.Array,
     temperature: float,
     block: int,
+    axis_name: str | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """(sum of NT-Xent terms over valid rows, their number) with x as its own candidates.
+    """(sum of NT-Xent terms over this device's valid rows, their number).
 
-    Row i of ``x`` [n, D] (unit norm) has the single positive ``partner[i]``
-    and as negatives the valid rows of another label. For
-    ``symmetric_applies(temperature)`` only.
+    Row i of ``x`` [b, D] (unit norm, this device's rows) has the single
+    positive ``partner[i]`` and as negatives the valid rows of another label
+    among the rows of every device (``labels`` unique across devices except
+    for the partner). For ``symmetric_applies(temperature)`` only.
     """
-    return _symmetric_fwd(x, partner, labels, mask, temperature, block)[0]
-
-
-def _symmetric_vjp_bwd(temperature, block, grads, cotangents):
-    g, _ = cotangents
-    dx, dp = grads
-    return (g * dx).astype(dx.dtype), (g * dp).astype(dp.dtype), None, None
-
-
-symmetric_ntxent.defvjp(_symmetric_fwd, _symmetric_vjp_bwd)
+    local = x.shape[0]
+    gathered = [parallel.gather(t, axis_name) for t in (x, labels, mask)]
+    row_sum = parallel.psum(negative_exp_sums(*gathered, temperature, block, axis_name), axis_name)
+    row_sum = _slice(row_sum, parallel.axis_index(axis_name) * local, local)
+    has_neg = row_sum > 0
+    log_sum = jnp.log(jnp.where(has_neg, row_sum, 1.0))
+    lse = jnp.where(has_neg, 1.0 / temperature + log_sum, NEG_LARGE)
+    positive = jnp.sum(x * partner, axis=1) / temperature
+    total = jnp.sum(jnp.where(mask, jax.nn.softplus(lse - positive), 0.0))
+    return total, jnp.sum(mask).astype(total.dtype)

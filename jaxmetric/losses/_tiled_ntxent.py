@@ -17,6 +17,8 @@ All three give the dense loss's value and gradient.
 
 from __future__ import annotations
 
+import numbers
+
 import jax
 import jax.numpy as jnp
 
@@ -25,20 +27,65 @@ from jaxmetric.losses import _fused_slabs, _lse_tiles, _symmetric_tiles
 from jaxmetric.losses._tiling import Rows
 
 
+def check_block_size(block_size) -> None:
+    """``block_size`` must be "auto", None or a positive int (ValueError naming it)."""
+    if block_size is None or (isinstance(block_size, str) and block_size == "auto"):
+        return
+    if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral):
+        block_size = repr(block_size)  # Reported below as given.
+    elif block_size > 0:
+        return
+    raise ValueError(f'`block_size` must be "auto", None or a positive int, got {block_size}.')
+
+
+# "auto" on CPU: row blocks of this many rows (see choose_block_size).
+CPU_BLOCK = 512
+# "auto" elsewhere: the dense path while its [rows, candidates] logits hold at
+# most this many entries (256 MiB in float32), blocks of ACCELERATOR_BLOCK beyond.
+ACCELERATOR_DENSE_ENTRIES = 2**26
+ACCELERATOR_BLOCK = 1024
+
+
+def choose_block_size(block_size, *, rows: int, candidates: int) -> int | None:
+    """The block size a call runs with: ``block_size``, or what "auto" stands for.
+
+    ``rows``: the anchors of this device; ``candidates``: what each anchor is
+    compared with (every device's rows, or a queue). The rule, from
+    measurements (docs/benchmarks.md, "block_size='auto'"):
+
+    - CPU: the tiled kernels are the faster at every size measured, from 8
+      to 8,192 rows (the symmetric tiles form half of S and one exp serves
+      two entries; the row slabs fuse value and gradient, no [rows, M]
+      array round trip to memory), so "auto" is ``CPU_BLOCK`` rows: past it
+      the tiles leave L2, below it the tiles are smaller than they need be.
+    - GPU / TPU: not measured yet. One large GEMM keeps an accelerator busier
+      than a loop of small ones, so "auto" is the dense path while the
+      [rows, candidates] logits are small (``ACCELERATOR_DENSE_ENTRIES``)
+      and ``ACCELERATOR_BLOCK`` rows beyond, where memory, not time, decides.
+    """
+    if not (isinstance(block_size, str) and block_size == "auto"):
+        return block_size
+    if jax.default_backend() == "cpu":
+        return CPU_BLOCK
+    if rows * candidates <= ACCELERATOR_DENSE_ENTRIES:
+        return None
+    return ACCELERATOR_BLOCK
+
+
 def _global_mean(total: jax.Array, count: jax.Array, axis_name: str | None) -> jax.Array:
     return parallel.safe_divide(
         parallel.global_sum(total, axis_name), parallel.global_sum(count, axis_name)
     )
 
 
-def takes_symmetric_tiles(temperature: float, *, axis_name: str | None, ring: bool) -> bool:
+def takes_symmetric_tiles(temperature: float, *, ring: bool) -> bool:
     """Whether ``tiled_ntxent`` takes the symmetric tiles when the anchors are
     their own candidates (``candidates=None``) and each has a given ``partner``.
 
     A caller whose candidates would be built from other arrays (SimCLR's
     gathered views) asks first, so it builds them only when they are used.
     """
-    return not ring and axis_name is None and _symmetric_tiles.symmetric_applies(temperature)
+    return not ring and _symmetric_tiles.symmetric_applies(temperature)
 
 
 def tiled_ntxent(
@@ -51,6 +98,7 @@ def tiled_ntxent(
     axis_name: str | None = None,
     ring: bool = False,
     candidate_grad: bool = True,
+    supcon: bool = False,
 ) -> jax.Array:
     """Mean NT-Xent term over the valid positive pairs of the global batch.
 
@@ -69,6 +117,9 @@ def tiled_ntxent(
       axis_name: mapped axis; the mean runs over the global batch.
       ring: pass the candidate blocks around the devices with ``ppermute``.
       candidate_grad: False skips the candidates' gradient (a MoCo queue).
+      supcon: SupCon's terms instead of NT-Xent's (no ``partner``, no
+        ``ring``): the positives in the denominator, the mean over the anchors
+        that have a positive.
 
     Returns:
       A float32 scalar; 0.0 when no positive pair is valid.
@@ -87,15 +138,19 @@ def tiled_ntxent(
         terms = jax.nn.softplus(lse - positive)
         return parallel.reduce_losses(terms, anchors.mask, "mean", axis_name)
     if candidates is None:
+        if partner is not None and takes_symmetric_tiles(temperature, ring=ring):
+            total, count = _symmetric_tiles.symmetric_ntxent(
+                anchors.emb,
+                partner,
+                anchors.labels,
+                anchors.mask,
+                temperature,
+                block_size,
+                axis_name,
+            )
+            return _global_mean(total, count, axis_name)
         if axis_name is not None:
             raise ValueError("Under `axis_name` (no ring) pass the gathered `candidates`.")
-        if partner is not None and takes_symmetric_tiles(
-            temperature, axis_name=axis_name, ring=ring
-        ):
-            total, count = _symmetric_tiles.symmetric_ntxent(
-                anchors.emb, partner, anchors.labels, anchors.mask, temperature, block_size
-            )
-            return parallel.safe_divide(total, count)
         candidates = anchors
     total, count = _fused_slabs.fused_ntxent(
         anchors.emb,
@@ -106,5 +161,6 @@ def tiled_ntxent(
         temperature,
         block_size,
         candidate_grad,
+        supcon,
     )
     return _global_mean(total, count, axis_name)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from jaxmetric import _checks, parallel
 from jaxmetric.distances import l2_normalize
 from jaxmetric.losses import _common
-from jaxmetric.losses._tiled_ntxent import tiled_ntxent
+from jaxmetric.losses._tiled_ntxent import check_block_size, choose_block_size, tiled_ntxent
 from jaxmetric.losses._tiling import Rows
 
 
@@ -26,7 +26,7 @@ def moco_loss(
     queue_mask: jax.Array | None = None,
     mask: jax.Array | None = None,
     axis_name: str | None = None,
-    block_size: int | None = None,
+    block_size: int | str | None = "auto",
 ) -> jax.Array:
     r"""InfoNCE of MoCo: each query against its key and the queued negatives.
 
@@ -52,10 +52,13 @@ def moco_loss(
       axis_name: mapped axis; the mean runs over the global batch. The queue
         is replicated, so no gathering is needed here (``jaxmetric.memory.
         enqueue`` gathers the keys).
-      block_size: None: the dense [B, K] logits and autodiff. An int: slabs
-        of ``block_size`` queries, each against the whole queue, with the
-        value and gradient computed together (same value and gradient; memory
-        ``block_size`` x K per slab).
+      block_size: how the loss is computed; every choice gives the same
+        value and gradient. "auto" (default): the fastest for the shapes and
+        the backend (on CPU: slabs of 512 queries; on GPU / TPU: dense up to
+        2^26 logits). None: the dense [B, K] logits and autodiff. An int:
+        slabs of ``block_size`` queries, each against the whole queue, with
+        the value and gradient computed together (memory ``block_size`` x K
+        per slab).
 
     Returns:
       A float32 scalar; 0.0 when no query is valid.
@@ -77,6 +80,7 @@ def moco_loss(
       Contrastive Learning" (MoCo v2), 2020.
     """
     _checks.check_positive(temperature, "temperature")
+    check_block_size(block_size)
     queries, keys = _checks.check_embedding_pair(queries, keys, "queries", "keys")
     queue = _checks.check_embeddings(queue, "queue")
     if queue.shape[1] != queries.shape[1]:
@@ -92,9 +96,8 @@ def moco_loss(
     if normalize:
         queries, keys, queue = l2_normalize(queries), l2_normalize(keys), l2_normalize(queue)
     positive = jnp.sum(queries * keys, axis=1) / temperature  # [B]
+    block_size = choose_block_size(block_size, rows=batch, candidates=queue.shape[0])
     if block_size is not None:
-        if not isinstance(block_size, int) or block_size <= 0:
-            raise ValueError(f"`block_size` must be a positive int or None, got {block_size!r}.")
         # Queries get label 0 and the queue label 1: every filled slot is a negative.
         return tiled_ntxent(
             Rows(queries, jnp.zeros(batch, jnp.int32), mask, jnp.full(batch, -1, jnp.int32)),

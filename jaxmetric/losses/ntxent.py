@@ -8,15 +8,19 @@ import jax.numpy as jnp
 from jaxmetric import _checks, parallel
 from jaxmetric.distances import l2_normalize
 from jaxmetric.losses import _common
-from jaxmetric.losses._tiled_ntxent import takes_symmetric_tiles, tiled_ntxent
+from jaxmetric.losses._tiled_ntxent import (
+    check_block_size,
+    choose_block_size,
+    takes_symmetric_tiles,
+    tiled_ntxent,
+)
 from jaxmetric.losses._tiling import Rows
 
 
-def check(*, temperature: float, block_size: int | None) -> None:
-    """Checks the hyper-parameters: T > 0; block_size a positive int or None."""
+def check(*, temperature: float, block_size: int | str | None) -> None:
+    """Checks the hyper-parameters: T > 0; block_size "auto", None or a positive int."""
     _checks.check_positive(temperature, "temperature")
-    if block_size is not None and (not isinstance(block_size, int) or block_size <= 0):
-        raise ValueError(f"`block_size` must be a positive int or None, got {block_size!r}.")
+    check_block_size(block_size)
 
 
 def terms(batch: _common.Batch, *, temperature: float, **_) -> tuple[jax.Array, jax.Array]:
@@ -31,12 +35,21 @@ def terms(batch: _common.Batch, *, temperature: float, **_) -> tuple[jax.Array, 
     return terms, pos
 
 
-def value(
-    batch: _common.Batch, axis_name: str | None, *, temperature: float, block_size: int | None
-) -> jax.Array:
-    """The mean of ``terms``; with ``block_size``, from row slabs (same value and gradient)."""
+def tiled_value(
+    batch: _common.Batch,
+    axis_name: str | None,
+    *,
+    temperature: float,
+    block_size: int | str | None,
+    supcon: bool = False,
+) -> jax.Array | None:
+    """The mean NT-Xent (or SupCon) term of ``batch`` from row slabs, or None
+    where ``block_size`` (after "auto") asks for the dense version."""
+    block_size = choose_block_size(
+        block_size, rows=batch.anchors.shape[0], candidates=batch.candidates.shape[0]
+    )
     if block_size is None:
-        return _common.mean_over_valid(*terms(batch, temperature=temperature), axis_name)
+        return None
     anchors = Rows(batch.anchors, batch.labels, batch.mask, batch.anchor_index)
     num_candidates = batch.candidates.shape[0]
     candidates = Rows(
@@ -46,8 +59,28 @@ def value(
         jnp.arange(num_candidates, dtype=jnp.int32),
     )
     return tiled_ntxent(
-        anchors, candidates, temperature=temperature, block_size=block_size, axis_name=axis_name
+        anchors,
+        candidates,
+        temperature=temperature,
+        block_size=block_size,
+        axis_name=axis_name,
+        supcon=supcon,
     )
+
+
+def value(
+    batch: _common.Batch,
+    axis_name: str | None,
+    *,
+    temperature: float,
+    block_size: int | str | None,
+) -> jax.Array:
+    """The mean of ``terms``: from row slabs, or dense for ``block_size=None``
+    (same value and gradient)."""
+    tiled = tiled_value(batch, axis_name, temperature=temperature, block_size=block_size)
+    if tiled is not None:
+        return tiled
+    return _common.mean_over_valid(*terms(batch, temperature=temperature), axis_name)
 
 
 def _check_ring(ring: bool, axis_name: str | None) -> None:
@@ -64,7 +97,7 @@ def ntxent_loss(
     temperature: float = 0.07,
     mask: jax.Array | None = None,
     axis_name: str | None = None,
-    block_size: int | None = None,
+    block_size: int | str | None = "auto",
     ring: bool = False,
 ) -> jax.Array:
     r"""NT-Xent over positive pairs defined by labels.
@@ -85,11 +118,14 @@ def ntxent_loss(
       temperature: T > 0.
       mask: [B] bool, valid rows. None: all valid.
       axis_name: mapped axis; positives and negatives come from all devices.
-      block_size: None: the dense [B, B] similarity matrix and autodiff. An
-        int: slabs of ``block_size`` anchor rows, each against all candidates,
-        with value and gradient computed together (three GEMMs, like the dense
-        version), so memory grows as ``block_size`` x B, not B^2. Same value
-        and gradient.
+      block_size: how the loss is computed; every choice gives the same
+        value and gradient. "auto" (default): the fastest for the shapes and
+        the backend (on CPU: slabs of 512 rows; on GPU / TPU: dense up to
+        2^26 logits). None: the dense [B, B] similarity matrix and autodiff.
+        An int: slabs of ``block_size`` anchor rows, each against all
+        candidates, with value and gradient computed together (three GEMMs,
+        like the dense version), so memory grows as ``block_size`` x B, not
+        B^2.
       ring: with ``axis_name``, pass candidate blocks from device to device
         with ``ppermute`` instead of gathering them all, so per-device memory
         does not grow with the number of devices: ``block_size`` x
@@ -120,10 +156,14 @@ def ntxent_loss(
     batch = _common.labelled_batch(
         embeddings, labels, mask, axis_name, normalize=True, gather=False
     )
+    local = batch.anchors.shape[0]
+    block_size = choose_block_size(
+        block_size, rows=local, candidates=local * parallel.axis_size(axis_name)
+    )
     return tiled_ntxent(
         Rows(batch.anchors, batch.labels, batch.mask, batch.anchor_index),
         temperature=temperature,
-        block_size=block_size or batch.anchors.shape[0],
+        block_size=block_size or local,
         axis_name=axis_name,
         ring=True,
     )
@@ -152,7 +192,7 @@ def simclr_loss(
     temperature: float = 0.1,
     mask: jax.Array | None = None,
     axis_name: str | None = None,
-    block_size: int | None = None,
+    block_size: int | str | None = "auto",
     ring: bool = False,
 ) -> jax.Array:
     r"""SimCLR's NT-Xent for two views of N examples.
@@ -174,14 +214,19 @@ def simclr_loss(
       temperature: T > 0 (SimCLR: 0.1 to 0.5).
       mask: [N] bool, valid pairs. None: all valid.
       axis_name: mapped axis; negatives come from all devices.
-      block_size: None: the dense [2N, 2N] similarity matrix and autodiff.
-        An int: value and gradient computed together, tile by tile, with
-        memory O(``block_size`` x 2N); value and gradient are the same. On
-        one device with T >= 1/30, S is symmetric and only the
-        ``block_size`` x ``block_size`` tiles on and above its diagonal are
-        formed (two GEMMs' worth instead of three; 512 is a good size on
-        CPU); otherwise slabs of ``block_size`` rows against all 2N
-        candidates (three GEMMs).
+      block_size: how the loss is computed; every choice gives the same
+        value and gradient. "auto" (default): the fastest for the shapes and
+        the backend (on CPU: tiles of 512 rows; on GPU / TPU: dense up to
+        2^26 logits per device). None: the dense [2N, 2N] similarity matrix
+        and autodiff. An int: value and gradient computed together, tile by
+        tile, with memory O(``block_size`` x 2N). With T >= 1/30, S is
+        symmetric and each pair of ``block_size`` x ``block_size`` tiles is
+        formed once (two GEMMs' worth instead of three); under
+        ``axis_name`` the devices share these tiles out, each forming 1/n of
+        them from the gathered views, so the work per device falls as 1/n
+        (the dense and slab versions do a [2N / n, 2N] slab each). With a
+        smaller T: slabs of ``block_size`` rows against all 2N candidates
+        (three GEMMs).
       ring: with ``axis_name``, pass the candidate blocks around the devices
         with ``ppermute`` instead of gathering them (Inf-CL), in
         ``block_size`` x ``block_size`` tiles with a running log-sum-exp and
@@ -221,6 +266,7 @@ def simclr_loss(
         mask=jnp.concatenate([mask, mask]),
         index=jnp.concatenate([pair_id, pair_id + global_pairs]),
     )
+    block_size = choose_block_size(block_size, rows=2 * num_pairs, candidates=2 * global_pairs)
     if block_size is None and not ring:
         candidates = _gathered_views(z1, z2, pair_id, mask, axis_name)
         batch = _common.Batch(
@@ -238,7 +284,7 @@ def simclr_loss(
     partner = jnp.concatenate([z2, z1])
     # A ring, or the symmetric tiles: the views are their own candidates.
     candidates = None
-    if not ring and not takes_symmetric_tiles(temperature, axis_name=axis_name, ring=ring):
+    if not ring and not takes_symmetric_tiles(temperature, ring=ring):
         candidates = _gathered_views(z1, z2, pair_id, mask, axis_name)
     return tiled_ntxent(
         views,

@@ -6,15 +6,17 @@ import jax
 import jax.numpy as jnp
 
 from jaxmetric import _checks, parallel
-from jaxmetric.losses import _common
+from jaxmetric.losses import _common, ntxent
+from jaxmetric.losses._tiled_ntxent import check_block_size
 
 
-def check(*, temperature: float) -> None:
-    """Checks the hyper-parameters: T > 0."""
+def check(*, temperature: float, block_size: int | str | None) -> None:
+    """Checks the hyper-parameters: T > 0; block_size "auto", None or a positive int."""
     _checks.check_positive(temperature, "temperature")
+    check_block_size(block_size)
 
 
-def terms(batch: _common.Batch, *, temperature: float) -> tuple[jax.Array, jax.Array]:
+def terms(batch: _common.Batch, *, temperature: float, **_) -> tuple[jax.Array, jax.Array]:
     """Per-anchor SupCon losses [b] and which anchors count (those with a positive)."""
     logits = batch.anchors @ batch.candidates.T / temperature  # [b, M]
     pos, neg = batch.pair_masks()
@@ -26,6 +28,23 @@ def terms(batch: _common.Batch, *, temperature: float) -> tuple[jax.Array, jax.A
     return losses, num_pos > 0
 
 
+def value(
+    batch: _common.Batch,
+    axis_name: str | None,
+    *,
+    temperature: float,
+    block_size: int | str | None,
+) -> jax.Array:
+    """The mean of ``terms``: from row slabs, or dense for ``block_size=None``
+    (same value and gradient)."""
+    tiled = ntxent.tiled_value(
+        batch, axis_name, temperature=temperature, block_size=block_size, supcon=True
+    )
+    if tiled is not None:
+        return tiled
+    return _common.mean_over_valid(*terms(batch, temperature=temperature), axis_name)
+
+
 def supcon_loss(
     embeddings: jax.Array,
     labels: jax.Array,
@@ -33,6 +52,7 @@ def supcon_loss(
     temperature: float = 0.1,
     mask: jax.Array | None = None,
     axis_name: str | None = None,
+    block_size: int | str | None = "auto",
 ) -> jax.Array:
     r"""Supervised contrastive loss (SupCon, the "L_out" form of Khosla et al.).
 
@@ -64,6 +84,13 @@ def supcon_loss(
       mask: [B] bool, valid rows. None: all valid.
       axis_name: mapped axis; positives and negatives come from all devices,
         anchors stay local, the value is that of the global batch.
+      block_size: how the loss is computed; every choice gives the same
+        value and gradient. "auto" (default): the fastest for the shapes and
+        the backend (on CPU: slabs of 512 rows; on GPU / TPU: dense up to
+        2^26 logits). None: the dense [B, B] similarity matrix and autodiff.
+        An int: slabs of ``block_size`` anchor rows, each against all
+        candidates, value and gradient computed together (three GEMMs, as
+        the dense version), memory ``block_size`` x B instead of B^2.
 
     Returns:
       A float32 scalar; 0.0 (zero gradient) when no anchor has a positive.
@@ -78,7 +105,8 @@ def supcon_loss(
     Reference:
       Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020, eq. 2.
     """
-    return _common.label_loss(SPEC, embeddings, labels, mask, axis_name, temperature=temperature)
+    hyper = {"temperature": temperature, "block_size": block_size}
+    return _common.label_loss(SPEC, embeddings, labels, mask, axis_name, **hyper)
 
 
-SPEC = _common.LabelLoss(supcon_loss, check=check, terms=terms)
+SPEC = _common.LabelLoss(supcon_loss, check=check, terms=terms, value=value)

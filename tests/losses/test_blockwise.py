@@ -1,7 +1,12 @@
-"""Tiled (blockwise) and ring NT-Xent equal the dense version: value and gradients.
+"""Every path of the tiled NT-Xent family equals the default: value and gradients.
 
-Block sizes are chosen so that the last tile is uneven (padded and masked),
-and the ring variant runs on 8 simulated devices under shard_map and pmap.
+``simclr_loss``, ``ntxent_loss``, ``supcon_loss`` and ``moco_loss`` default to
+``block_size="auto"``; every explicit path (None: dense; ints, the last tile
+uneven or one tile larger than the batch; the ring) must give the default's
+value and gradient, on one device and on 8 simulated devices under
+shard_map and pmap. The multi-device symmetric kernel of ``simclr_loss``
+also runs through the model harness of tests/harness.py, and XLA's cost
+analysis shows that it splits the single-device work over the devices.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import jaxmetric as jm
+from tests.harness import MAPPERS, assert_sharded_equals_single, embed, sharded_data
 
 NUM_DEVICES = 8
 ATOL = 1e-5
@@ -45,13 +51,35 @@ def _ntxent(z1, z2, labels, mask, **kwargs):
     return jm.ntxent_loss(z1, labels, temperature=0.2, mask=mask, **kwargs)
 
 
-LOSSES = {"simclr": _simclr, "ntxent": _ntxent}
+def _supcon(z1, z2, labels, mask, **kwargs):
+    del z2
+    return jm.supcon_loss(z1, labels, temperature=0.2, mask=mask, **kwargs)
+
+
+# A replicated queue of 23 slots, every fifth one empty.
+_QUEUE = jnp.asarray(np.random.default_rng(9).normal(size=(23, 8)), jnp.float32)
+_QUEUE_MASK = jnp.asarray(np.arange(23) % 5 != 0)
+
+
+def _moco(z1, z2, labels, mask, **kwargs):
+    del labels
+    return jm.moco_loss(
+        z1, z2, _QUEUE, temperature=0.1, queue_mask=_QUEUE_MASK, mask=mask, **kwargs
+    )
+
+
+LOSSES = {"simclr": _simclr, "ntxent": _ntxent, "supcon": _supcon, "moco": _moco}
+
+
+@functools.cache
+def _compiled(fn, kwargs: tuple):
+    return jax.jit(
+        jax.value_and_grad(lambda a, b, y, m: fn(a, b, y, m, **dict(kwargs)), argnums=(0, 1))
+    )
 
 
 def _value_and_grads(fn, z1, z2, labels, mask, **kwargs):
-    return jax.jit(
-        jax.value_and_grad(lambda a, b: fn(a, b, labels, mask, **kwargs), argnums=(0, 1))
-    )(z1, z2)
+    return _compiled(fn, tuple(sorted(kwargs.items())))(z1, z2, labels, mask)
 
 
 def _assert_same(a, b):
@@ -61,16 +89,15 @@ def _assert_same(a, b):
         np.testing.assert_allclose(np.asarray(ga), np.asarray(gb), rtol=0, atol=ATOL)
 
 
-@pytest.mark.parametrize(
-    ("block_size", "masked"), [(1, False), (7, True), (16, False), (100, True)]
-)
 @pytest.mark.parametrize("loss", sorted(LOSSES))
-def test_blockwise_equals_dense_on_one_device(loss, block_size, masked):
-    data = _views(num_pairs=21, masked=masked)  # 42 views: uneven last tiles
-    dense = _value_and_grads(LOSSES[loss], *data)
-    assert float(dense[0]) > 0
-    tiled = _value_and_grads(LOSSES[loss], *data, block_size=block_size)
-    _assert_same(tiled, dense)
+def test_default_equals_every_explicit_path_on_one_device(loss):
+    data = _views(num_pairs=21, masked=True)  # 42 views: uneven last tiles
+    default = _value_and_grads(LOSSES[loss], *data)
+    assert float(default[0]) > 0
+    # None: dense; 1, 5, 16: uneven last tiles (odd and even numbers of
+    # tiles for the symmetric kernel); 64: one tile larger than the batch.
+    for block_size in (None, 1, 5, 16, 64):
+        _assert_same(_value_and_grads(LOSSES[loss], *data, block_size=block_size), default)
 
 
 def _sharded(fn, z1, z2, labels, mask, **kwargs):
@@ -104,21 +131,92 @@ def _pmapped(fn, z1, z2, labels, mask, **kwargs):
     return value[0], tuple(map(merge, grads))
 
 
+# Explicit paths under axis_name (the default's are the registry's cases in
+# test_contract_sharded). block 3: tiles that divide neither the 10 local nor
+# the 80 global rows; the symmetric kernel then has 4 row blocks per device.
+SHARDED_PATHS = {
+    "simclr": ("dense", "block3", "ring", "ring-block3"),
+    "ntxent": ("dense", "block3", "ring", "ring-block3"),
+    "supcon": ("dense", "block3"),
+    "moco": ("dense", "block3"),
+}
+PATH_KWARGS = {
+    "dense": {"block_size": None},
+    "block3": {"block_size": 3},
+    "ring": {"ring": True},
+    "ring-block3": {"ring": True, "block_size": 3},
+}
+
+
 @pytest.mark.parametrize("mapper", [_sharded, _pmapped], ids=["shard_map", "pmap"])
 @pytest.mark.parametrize(
-    "tiling",
-    [
-        {"block_size": 3},
-        {"ring": True},
-        {"ring": True, "block_size": 3},
-    ],
-    ids=["gathered-block3", "ring", "ring-block3"],
+    ("loss", "path"), [(loss, path) for loss, paths in SHARDED_PATHS.items() for path in paths]
 )
-@pytest.mark.parametrize("loss", sorted(LOSSES))
-def test_tiled_and_ring_equal_dense_on_8_devices(loss, tiling, mapper):
+def test_explicit_paths_on_8_devices_equal_the_default_on_one(loss, path, mapper):
     data = _views(num_pairs=NUM_DEVICES * 5, masked=True, seed=1)  # 5 local pairs
     single = _value_and_grads(LOSSES[loss], *data)
-    _assert_same(mapper(LOSSES[loss], *data, **tiling), single)
+    _assert_same(mapper(LOSSES[loss], *data, **PATH_KWARGS[path]), single)
+
+
+# The multi-device symmetric kernel through the model harness, with 5-row
+# tiles: two row blocks per device, the last padded (the default, one row
+# block per device, is the registry's simclr case in test_contract_sharded);
+# the parameters' gradient with no collective on it.
+def _model_simclr(params, batch, replicated, axis_name):
+    del replicated
+    z1 = embed(params, batch["x"][:, 0])
+    z2 = embed(params, batch["x"][:, 1]) @ params["w3"]
+    return jm.simclr_loss(
+        z1, z2, temperature=0.3, mask=batch["mask"], axis_name=axis_name, block_size=5
+    )
+
+
+@pytest.mark.parametrize("mapper", MAPPERS)
+def test_multi_device_symmetric_simclr_equals_one_device(mapper):
+    assert_sharded_equals_single(
+        _model_simclr,
+        sharded_data(seed=3, masked=True),
+        mapper,
+        nonzero_grads=("w1", "w2", "w3"),
+    )
+
+
+def _flops(fn, *args) -> float:
+    return float(jax.jit(fn).lower(*args).compile().cost_analysis()["flops"])
+
+
+def test_multi_device_symmetric_simclr_splits_the_flops_over_the_devices():
+    # 16 pairs per device, 256 views in all: "auto" is one tile of S on one
+    # device, and one row block (the diagonal tile, 3 tiles after it and half
+    # of the tile opposite) per device on 8; no loop runs more than once, so
+    # XLA's cost analysis counts every FLOP.
+    local_pairs, dim = 16, 32
+    z1, z2 = jnp.asarray(
+        np.random.default_rng(0).normal(size=(2, NUM_DEVICES * local_pairs, dim)), jnp.float32
+    )
+
+    def grad(axis_name):
+        return jax.value_and_grad(
+            lambda a, b: jm.simclr_loss(a, b, axis_name=axis_name), argnums=(0, 1)
+        )
+
+    def per_device(fn):
+        specs = (P("data"), P("data"))
+        return jax.shard_map(fn, mesh=_mesh(), in_specs=specs, out_specs=(P(), specs))
+
+    def dense(a, b):
+        return jax.value_and_grad(
+            lambda a, b: jm.simclr_loss(a, b, axis_name="data", block_size=None), argnums=(0, 1)
+        )(a, b)
+
+    single = _flops(grad(None), z1, z2)
+    sharded = _flops(per_device(grad("data")), z1, z2)
+    assert sharded <= 1.1 * single / NUM_DEVICES, (sharded, single)
+    # Every GEMM counted: one pass over this device's 4.5 tiles of S at least,
+    # and less than the dense slab of its rows against every view.
+    local_rows = 2 * local_pairs
+    assert sharded >= 4.5 * 2 * local_rows**2 * dim
+    assert sharded < _flops(per_device(dense), z1, z2)
 
 
 def test_ring_needs_axis_name_and_block_size_is_checked():
@@ -127,24 +225,13 @@ def test_ring_needs_axis_name_and_block_size_is_checked():
         jm.simclr_loss(z1, z2, ring=True)
     with pytest.raises(ValueError, match="`ring`=True"):
         jm.ntxent_loss(z1, labels, ring=True)
-    for bad in (0, -4, 2.5):
-        with pytest.raises(ValueError, match="`block_size` must be a positive int"):
+    for bad in (0, -4, 2.5, "dense", True):
+        with pytest.raises(ValueError, match='`block_size` must be "auto", None or a positive'):
             jm.simclr_loss(z1, z2, block_size=bad)
-        with pytest.raises(ValueError, match="`block_size` must be a positive int"):
+        with pytest.raises(ValueError, match='`block_size` must be "auto", None or a positive'):
             jm.moco_loss(z1, z2, z1, block_size=bad)
-
-
-@pytest.mark.parametrize("block_size", [1, 5, 64])
-def test_moco_blockwise_queue_equals_dense(block_size):
-    rng = np.random.default_rng(0)
-    queries, keys = jnp.asarray(rng.normal(size=(2, 6, 8)), jnp.float32)
-    queue = jnp.asarray(rng.normal(size=(23, 8)), jnp.float32)
-    queue_mask = jnp.asarray(np.arange(23) % 5 != 0)
-    loss = functools.partial(jm.moco_loss, temperature=0.1, queue_mask=queue_mask)
-    dense = jax.value_and_grad(lambda q: loss(q, keys, queue))(queries)
-    tiled = jax.value_and_grad(lambda q: loss(q, keys, queue, block_size=block_size))(queries)
-    np.testing.assert_allclose(float(tiled[0]), float(dense[0]), rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(tiled[1]), np.asarray(dense[1]), atol=ATOL)
+        with pytest.raises(ValueError, match="`block_size`"):
+            jm.supcon_loss(z1, labels, block_size=bad)
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.05, 0.02])
@@ -180,5 +267,6 @@ def test_blockwise_is_nan_free_in_the_edge_cases():
             value, grads = _value_and_grads(fn, a, b, y, jnp.ones(6, bool), block_size=4)
             assert np.isfinite(float(value))
             assert all(np.isfinite(np.asarray(g)).all() for g in grads)
-    value, grads = _value_and_grads(_ntxent, z1, z2, jnp.arange(6), jnp.ones(6, bool), block_size=4)
-    assert float(value) == 0.0 and not np.asarray(grads[0]).any()
+    for fn in (_ntxent, _supcon):  # No positive pair: 0 and a zero gradient.
+        value, grads = _value_and_grads(fn, z1, z2, jnp.arange(6), jnp.ones(6, bool), block_size=4)
+        assert float(value) == 0.0 and not np.asarray(grads[0]).any()
