@@ -236,10 +236,17 @@ MLRC_LOSSES = {
 MLRC_DIMS = (128, 512)
 
 
-def mlrc_config(tfds_name: str, arg: str | None, *, train_examples: int, train_classes: int):
+def mlrc_config(
+    tfds_name: str,
+    arg: str | None,
+    *,
+    train_examples: int,
+    train_classes: int,
+    reference_512: dict[str, float] | None = None,
+) -> ml_collections.ConfigDict:
     """What the "A Metric Learning Reality Check" recipes (``configs/mlrc_*.py``)
-    share: its protocol (Musgrave et al. 2020, section 4) with an
-    ImageNet-pretrained ResNet-50 trunk.
+    share: its protocol (Musgrave et al. 2020) with an ImageNet-pretrained
+    ResNet-50 trunk (MLRC's is a BN-Inception network).
 
     - The encoder: torchvision's ResNet-50 weights (``model.pretrained``, a
       state dict file the user exports, see docs/datasets.md), its
@@ -247,8 +254,8 @@ def mlrc_config(tfds_name: str, arg: str | None, *, train_examples: int, train_c
       ``freeze_trunk_batchnorm``), ImageNet input normalisation, then a
       linear embedding of ``dim`` (128 or 512) dimensions; bfloat16 compute.
       For ``proxy_anchor``, one proxy per training class, trained with the
-      model at the same learning rate (the Proxy-Anchor paper scales the
-      proxies' by 100: not done here).
+      model at the same learning rate (the Proxy-Anchor paper multiplies
+      the proxies' learning rate by 100: not done here).
     - Batches of 32: 8 classes x 4 samples (``supervised.samples_per_class``).
     - Views: random-resized crop of scale 0.16-1 to 227, horizontal flip;
       evaluation: the centred 227/256 of the shorter side, at 227.
@@ -265,6 +272,10 @@ def mlrc_config(tfds_name: str, arg: str | None, *, train_examples: int, train_c
       train_examples: the train split's size (an epoch).
       train_classes: its classes (labels 0 .. train_classes - 1): the
         proxies of ``proxy_anchor`` (``model.num_proxies``).
+      reference_512: MLRC's MAP@R per loss, "Concatenated (512-dim)" (four
+        BN-Inception models of 128 dimensions, one per cross-validation
+        fold, concatenated; hyper-parameters tuned), printed beside a
+        512-dim run's as a reference point (not the same experiment).
 
     Returns:
       The config (the caller sets its split: ``dataset.class_split``, ...).
@@ -312,7 +323,9 @@ def mlrc_config(tfds_name: str, arg: str | None, *, train_examples: int, train_c
     c.eval.retrieval = True
     c.eval.linear_probe = False  # the test classes are not the train classes
     c.eval.batch_size = 256
-    c.eval.reference.name = f"MLRC, {loss}"
+    if int(dim) == 512 and loss in (reference_512 or {}):
+        c.eval.reference.name = f"MLRC, {loss}, BN-Inception, concatenated 512-dim"
+        c.eval.reference.map_at_r = reference_512[loss]
     return c
 
 
