@@ -9,6 +9,7 @@ dtype under test rounds them.
 from __future__ import annotations
 
 import functools
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +25,7 @@ from tests.harness import (
     SCENARIO_IDS,
     SCENARIOS,
     Pairs,
+    as_float32_values,
     labelled_batch,
     plain_batch,
     precision,
@@ -31,6 +33,7 @@ from tests.harness import (
     property_examples,
     ref_cosine,
     ref_mine,
+    ref_normalize,
     ref_pair_masks,
     ref_triplet_setup,
     ref_unit,
@@ -164,6 +167,151 @@ def test_multi_similarity_mask_matches_loop():
     assert np.asarray(mined_pos).any() and np.asarray(mined_neg).any()
     # Mining selects strictly fewer pairs than there are here.
     assert np.asarray(mined_neg).sum() < np.asarray(neg).sum()
+
+
+# ----------------------------------------------------------------------------
+# The miners that take embeddings (PML's miners): their outputs are the losses'
+# ``pairs=`` / ``triplets=``, against NumPy loops, with and without a reference set.
+# ----------------------------------------------------------------------------
+
+
+def _miner_batch(reference: bool):
+    """(x, labels, mask, kwargs of the reference set, candidates, pos, neg) in float64."""
+    x, labels, mask = labelled_batch("masked")
+    if not reference:
+        return x, labels, mask, {}, x, *ref_pair_masks(labels, mask)
+    rng = np.random.default_rng(21)
+    ref = as_float32_values(rng.normal(size=(12, x.shape[1])))
+    ref_labels = rng.integers(0, 5, size=12).astype(np.int32)
+    ref_mask = rng.random(12) > 0.2
+    kwargs = {
+        "reference_embeddings": ref,
+        "reference_labels": ref_labels,
+        "reference_mask": ref_mask,
+    }
+    return x, labels, mask, kwargs, ref, *ref_pair_masks(labels, mask, ref_labels, ref_mask)
+
+
+def _x64(fn, x, labels, mask, kwargs, **hyper):
+    with jax.enable_x64(True):
+        args = {k: jnp.asarray(v) for k, v in kwargs.items()}
+        out = fn(jnp.asarray(x), jnp.asarray(labels), mask=jnp.asarray(mask), **args, **hyper)
+        return jax.tree.map(np.asarray, out)
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["batch", "reference"])
+def test_multi_similarity_miner_matches_loop(reference):
+    x, labels, mask, kwargs, cands, pos, neg = _miner_batch(reference)
+    got_pos, got_neg = _x64(mining.multi_similarity_miner, x, labels, mask, kwargs, epsilon=0.1)
+    sim = np.array([[ref_cosine(u, v) for v in cands] for u in x])
+    for i in range(len(x)):
+        hardest_neg = max((sim[i, n] for n in np.flatnonzero(neg[i])), default=-np.inf)
+        hardest_pos = min((sim[i, p] for p in np.flatnonzero(pos[i])), default=np.inf)
+        for j in range(len(cands)):
+            assert got_pos[i, j] == (pos[i, j] and sim[i, j] - 0.1 < hardest_neg), (i, j)
+            assert got_neg[i, j] == (neg[i, j] and sim[i, j] + 0.1 > hardest_pos), (i, j)
+    assert 0 < got_neg.sum() < neg.sum() and got_pos.any()
+
+
+def _ref_triplet_margin_miner(d, pos, neg, margin, kind):
+    """PML's TripletMarginMiner rule, in (anchor, positive, negative) order."""
+    out = []
+    for a, p, n in itertools.product(*map(range, (d.shape[0], d.shape[1], d.shape[1]))):
+        if not (pos[a, p] and neg[a, n]):
+            continue
+        gap = d[a, n] - d[a, p]
+        keep = {
+            "all": gap <= margin,
+            "hard": gap <= 0,
+            "semihard": 0 < gap <= margin,
+            "easy": gap > margin,
+        }[kind]
+        if keep:
+            out.append((a, p, n))
+    return out
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["batch", "reference"])
+def test_triplet_margin_miner_matches_loop(reference):
+    x, labels, mask, kwargs, cands, pos, neg = _miner_batch(reference)
+    xn, cn = ref_normalize(x), ref_normalize(cands)
+    d = np.array([[np.linalg.norm(u - v) for v in cn] for u in xn])
+    for kind in mining.TRIPLET_TYPES:
+        expected = _ref_triplet_margin_miner(d, pos, neg, 0.3, kind)
+        assert expected, kind
+        for size in (None, 7) if kind == "all" else (None,):
+            t = _x64(
+                mining.triplet_margin_miner,
+                x,
+                labels,
+                mask,
+                kwargs,
+                margin=0.3,
+                type_of_triplets=kind,
+                max_triplets=size,
+            )
+            total = len(x) * len(cands) ** 2 if size is None else size
+            assert all(a.shape == (total,) for a in t)
+            kept = min(total, len(expected))
+            np.testing.assert_array_equal(t.valid, np.arange(total) < kept)
+            got = list(zip(t.anchor[:kept], t.positive[:kept], t.negative[:kept], strict=True))
+            assert got == expected[:kept], (kind, size)
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["batch", "reference"])
+def test_batch_hard_miner_matches_loop(reference):
+    x, labels, mask, kwargs, cands, pos, neg = _miner_batch(reference)
+    t = _x64(mining.batch_hard_miner, x, labels, mask, kwargs, metric="squared_euclidean")
+    xn, cn = ref_normalize(x), ref_normalize(cands)
+    d = np.array([[np.sum((u - v) ** 2) for v in cn] for u in xn])
+    expected = {a: (p, n) for a, p, n in ref_mine(d, pos, neg, "batch_hard", 0.0)}
+    np.testing.assert_array_equal(t.anchor, np.arange(len(x)))
+    np.testing.assert_array_equal(t.valid, [a in expected for a in range(len(x))])
+    for a, (p, n) in expected.items():
+        assert (t.positive[a], t.negative[a]) == (p, n), a
+    assert 0 < len(expected) < len(x)
+
+
+def test_triplets_from_mask_order_and_truncation():
+    rng = np.random.default_rng(2)
+    mask = rng.random((3, 4, 4)) < 0.3
+    expected = list(zip(*np.nonzero(mask), strict=True))  # row-major, as torch.where
+    for size in (None, 3):
+        t = mining.triplets_from_mask(jnp.asarray(mask), max_triplets=size)
+        total = mask.size if size is None else size
+        kept = min(total, len(expected))
+        np.testing.assert_array_equal(np.asarray(t.valid), np.arange(total) < kept)
+        got = list(zip(*(np.asarray(a)[:kept] for a in t[:3]), strict=True))
+        assert got == expected[:kept]
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["batch", "reference"])
+def test_mined_pairs_and_triplets_compose_with_the_losses(reference):
+    """A miner's output fed to a loss == the loss's own mining (the same rule)."""
+    x, labels, mask, kwargs, cands, pos, neg = _miner_batch(reference)
+    with jax.enable_x64(True):
+        x, labels, mask = jnp.asarray(x), jnp.asarray(labels), jnp.asarray(mask)
+        kw = {"mask": mask, **{k: jnp.asarray(v) for k, v in kwargs.items()}}
+        pairs = mining.multi_similarity_miner(x, labels, epsilon=0.1, **kw)
+        given = jm.multi_similarity_loss(x, labels, pairs=pairs, epsilon=None, **kw)
+        np.testing.assert_allclose(given, jm.multi_similarity_loss(x, labels, **kw), rtol=1e-12)
+        hard = mining.batch_hard_miner(x, labels, **kw)
+        np.testing.assert_allclose(
+            jm.triplet_margin_loss(x, labels, triplets=hard, margin=0.3, **kw),
+            jm.triplet_margin_loss(x, labels, mining="batch_hard", margin=0.3, **kw),
+            rtol=1e-12,
+        )
+        dist = jm.pairwise_distances(jm.l2_normalize(x), jm.l2_normalize(jnp.asarray(cands)))
+        semi = mining.triplets_from_mask(
+            mining.semi_hard_triplet_mask(dist, jnp.asarray(pos), jnp.asarray(neg), margin=0.3)
+        )
+        value = jm.triplet_margin_loss(x, labels, triplets=semi, margin=0.3, **kw)
+        assert float(value) > 0
+        np.testing.assert_allclose(
+            value,
+            jm.triplet_margin_loss(x, labels, mining="semi_hard", margin=0.3, **kw),
+            rtol=1e-12,
+        )
 
 
 # ----------------------------------------------------------------------------

@@ -308,14 +308,6 @@ CASES: tuple[Case, ...] = (
         zero_without_positive=True,
         zero_without_negative=True,
     ),
-    # PML's ThresholdReducer, on each part of the contrastive loss.
-    Case(
-        "contrastive_threshold",
-        "contrastive_loss",
-        LABELS,
-        {"reduction": "threshold", "reduction_threshold": (0.05, 1.0)},
-        _S,
-    ),
     Case(
         "snn",
         "soft_nearest_neighbor_loss",

@@ -19,9 +19,10 @@ import pytest
 try:
     import pytorch_metric_learning.losses as pml_losses
     import pytorch_metric_learning.miners as pml_miners
+    import pytorch_metric_learning.reducers as pml_reducers
     import torch
 except ModuleNotFoundError:  # .venv: deselected there (tests/conftest.py).
-    pml_losses = pml_miners = torch = None
+    pml_losses = pml_miners = pml_reducers = torch = None
 
 import jax
 import jax.numpy as jnp
@@ -324,6 +325,222 @@ def test_distance_weighted_miner_matches_pml(monkeypatch):
         total = counts[i].sum()
         sigma = np.sqrt(probs[i] * (1 - probs[i]) / total)
         assert (np.abs(counts[i] / total - probs[i]) <= 5 * sigma + 1e-3).all(), i
+
+
+# --- Composition, as PML: mined pairs / triplets (indices_tuple), ref_emb, reducers -----
+
+
+def _mined_pairs_as_masks(mined, shape):
+    """PML's pair indices_tuple (a1, p, a2, n) as our (positive_mask, negative_mask)."""
+    a1, p, a2, n = (t.numpy() for t in mined)
+    pos, neg = np.zeros(shape, bool), np.zeros(shape, bool)
+    pos[a1, p], neg[a2, n] = True, True
+    return pos, neg
+
+
+def _mined_triplets_as_triplets(mined, size):
+    """PML's triplet indices_tuple (a, p, n) as fixed-size Triplets with validity."""
+    a, p, n = (t.numpy() for t in mined)
+    assert len(a) <= size
+
+    def pad(v):
+        return np.concatenate([v, np.zeros(size - len(v), v.dtype)]).astype(np.int32)
+
+    return jm.mining.Triplets(pad(a), pad(p), pad(n), np.arange(size) < len(a))
+
+
+def _ours_x64(fn, x, labels, **kwargs):
+    """``fn`` in float64 with every array argument (and tuple of arrays) converted."""
+
+    def convert(v):
+        if isinstance(v, tuple) and hasattr(v, "_fields"):  # Triplets
+            return type(v)(*map(convert, v))
+        if isinstance(v, tuple):
+            return tuple(map(convert, v))
+        return jnp.asarray(v) if isinstance(v, np.ndarray) else v
+
+    with jax.enable_x64(True):
+        out = fn(jnp.asarray(x), jnp.asarray(labels), **{k: convert(v) for k, v in kwargs.items()})
+        return jax.tree.map(np.asarray, out)
+
+
+def _composition_cases():
+    x, labels, _ = _data()
+    rng = np.random.default_rng(7)
+    ref = rng.normal(size=(9, D))
+    ref_labels = np.arange(9) % C  # every query has positives and negatives in it
+    tx, ty, tr, tr_labels = map(torch.tensor, (x, labels, ref, ref_labels))
+    ref_kw = {"reference_embeddings": ref, "reference_labels": ref_labels}
+    pml_ref = {"ref_emb": tr, "ref_labels": tr_labels}
+
+    def pml(loss, indices_tuple=None, **kw):
+        return float(loss(tx, ty, indices_tuple, **kw).detach())
+
+    def ours(fn, **kw):
+        return float(_ours_x64(fn, x, labels, **kw))
+
+    # Mined pairs: PML's MultiSimilarityMiner and ours give the same masks.
+    ms_mined = pml_miners.MultiSimilarityMiner(epsilon=0.1)(tx, ty)
+    pairs = _ours_x64(jm.mining.multi_similarity_miner, x, labels, epsilon=0.1)
+    for got, expected in zip(pairs, _mined_pairs_as_masks(ms_mined, (B, B)), strict=True):
+        np.testing.assert_array_equal(got, expected)
+    ms_ref_mined = pml_miners.MultiSimilarityMiner(epsilon=0.1)(tx, ty, tr, tr_labels)
+    ref_pairs = _ours_x64(jm.mining.multi_similarity_miner, x, labels, epsilon=0.1, **ref_kw)
+    for got, expected in zip(ref_pairs, _mined_pairs_as_masks(ms_ref_mined, (B, 9)), strict=True):
+        np.testing.assert_array_equal(got, expected)
+    # Mined triplets: the same triplets, in the same order.
+    semi = pml_miners.TripletMarginMiner(margin=0.2, type_of_triplets="semihard")(tx, ty)
+    our_semi = _ours_x64(
+        jm.mining.triplet_margin_miner, x, labels, margin=0.2, type_of_triplets="semihard"
+    )
+    count = int(our_semi.valid.sum())
+    assert count == len(semi[0]) > 0
+    for got, expected in zip(our_semi[:3], semi, strict=True):
+        np.testing.assert_array_equal(got[:count], expected.numpy())
+    hard = pml_miners.BatchHardMiner()(tx, ty)
+    ms = pml_losses.MultiSimilarityLoss(alpha=2, beta=10, base=0.5)
+    return {
+        # Pair losses on mined pairs (PML: indices_tuple; ours: pairs=).
+        "contrastive_mined": (
+            pml(pml_losses.ContrastiveLoss(), ms_mined),
+            ours(jm.contrastive_loss, pairs=pairs),
+        ),
+        "multi_similarity_mined": (
+            pml(ms, ms_mined),
+            ours(jm.multi_similarity_loss, beta=10.0, epsilon=None, pairs=pairs),
+        ),
+        "circle_mined": (
+            pml(pml_losses.CircleLoss(m=0.25, gamma=32), ms_mined),
+            ours(jm.circle_loss, m=0.25, gamma=32.0, pairs=pairs),
+        ),
+        "lifted_structure": (
+            pml(pml_losses.LiftedStructureLoss()),
+            ours(jm.lifted_structure_loss),
+        ),
+        "lifted_structure_margins_mined": (
+            pml(pml_losses.LiftedStructureLoss(neg_margin=1.2, pos_margin=0.1), ms_mined),
+            ours(jm.lifted_structure_loss, pos_margin=0.1, neg_margin=1.2, pairs=pairs),
+        ),
+        # Triplet losses on mined triplets (PML's indices, and our miners').
+        "triplet_semihard_pml_indices": (
+            pml(pml_losses.TripletMarginLoss(margin=0.1), semi),
+            ours(
+                jm.triplet_margin_loss,
+                margin=0.1,
+                triplets=_mined_triplets_as_triplets(semi, 2 * len(semi[0])),
+            ),
+        ),
+        "triplet_semihard_miner": (
+            pml(pml_losses.TripletMarginLoss(margin=0.1), semi),
+            ours(jm.triplet_margin_loss, margin=0.1, triplets=our_semi),
+        ),
+        "triplet_batch_hard_miner": (
+            pml(pml_losses.TripletMarginLoss(margin=0.2), hard),
+            ours(
+                jm.triplet_margin_loss,
+                margin=0.2,
+                triplets=_ours_x64(jm.mining.batch_hard_miner, x, labels),
+            ),
+        ),
+        # Queries against a reference set (PML: ref_emb, ref_labels).
+        "contrastive_ref": (
+            pml(pml_losses.ContrastiveLoss(), **pml_ref),
+            ours(jm.contrastive_loss, **ref_kw),
+        ),
+        "contrastive_ref_mined": (
+            pml(pml_losses.ContrastiveLoss(), ms_ref_mined, **pml_ref),
+            ours(jm.contrastive_loss, pairs=ref_pairs, **ref_kw),
+        ),
+        "triplet_ref": (
+            pml(pml_losses.TripletMarginLoss(margin=0.2), **pml_ref),
+            ours(jm.triplet_margin_loss, margin=0.2, **ref_kw),
+        ),
+        "multi_similarity_ref": (
+            pml(ms, **pml_ref),
+            ours(jm.multi_similarity_loss, beta=10.0, epsilon=None, **ref_kw),
+        ),
+        "circle_ref": (
+            pml(pml_losses.CircleLoss(m=0.25, gamma=32), **pml_ref),
+            ours(jm.circle_loss, m=0.25, gamma=32.0, **ref_kw),
+        ),
+        "generalized_lifted_ref": (
+            pml(pml_losses.GeneralizedLiftedStructureLoss(neg_margin=1, pos_margin=0.1), **pml_ref),
+            ours(jm.generalized_lifted_structure_loss, pos_margin=0.1, **ref_kw),
+        ),
+        # PML's reducers: MeanReducer, SumReducer, AvgNonZeroReducer, ThresholdReducer.
+        "contrastive_mean": (
+            pml(pml_losses.ContrastiveLoss(reducer=pml_reducers.MeanReducer())),
+            ours(jm.contrastive_loss, reduction="mean"),
+        ),
+        "contrastive_sum": (
+            pml(pml_losses.ContrastiveLoss(reducer=pml_reducers.SumReducer())),
+            ours(jm.contrastive_loss, reduction="sum"),
+        ),
+        "contrastive_threshold": (
+            pml(
+                pml_losses.ContrastiveLoss(
+                    reducer=pml_reducers.ThresholdReducer(low=0.05, high=0.6)
+                )
+            ),
+            ours(jm.contrastive_loss, reduction="threshold", reduction_threshold=(0.05, 0.6)),
+        ),
+        "triplet_mean": (
+            pml(pml_losses.TripletMarginLoss(margin=0.2, reducer=pml_reducers.MeanReducer())),
+            ours(jm.triplet_margin_loss, margin=0.2, reduction="mean"),
+        ),
+        "triplet_threshold_low": (
+            pml(
+                pml_losses.TripletMarginLoss(
+                    margin=0.2, reducer=pml_reducers.ThresholdReducer(low=0.1)
+                )
+            ),
+            ours(
+                jm.triplet_margin_loss,
+                margin=0.2,
+                reduction="threshold",
+                reduction_threshold=(0.1, None),
+            ),
+        ),
+        "multi_similarity_sum": (
+            pml(
+                pml_losses.MultiSimilarityLoss(
+                    alpha=2, beta=10, base=0.5, reducer=pml_reducers.SumReducer()
+                )
+            ),
+            ours(jm.multi_similarity_loss, beta=10.0, epsilon=None, reduction="sum"),
+        ),
+        "circle_threshold_high": (
+            pml(
+                pml_losses.CircleLoss(
+                    m=0.25, gamma=32, reducer=pml_reducers.ThresholdReducer(high=90.0)
+                )
+            ),
+            ours(
+                jm.circle_loss,
+                m=0.25,
+                gamma=32.0,
+                reduction="threshold",
+                reduction_threshold=(None, 90.0),
+            ),
+        ),
+        "lifted_structure_avg_nonzero": (
+            pml(pml_losses.LiftedStructureLoss(reducer=pml_reducers.AvgNonZeroReducer())),
+            ours(jm.lifted_structure_loss, reduction="mean_nonzero"),
+        ),
+        "generalized_lifted_sum": (
+            pml(
+                pml_losses.GeneralizedLiftedStructureLoss(reducer=pml_reducers.SumReducer()),
+            ),
+            ours(jm.generalized_lifted_structure_loss, reduction="sum"),
+        ),
+    }
+
+
+def test_composition_matches_pml():
+    """Mined pairs and triplets as indices_tuple, ref_emb, and the reducers."""
+    for name, (expected, got) in _composition_cases().items():
+        np.testing.assert_allclose(got, expected, rtol=1e-6, err_msg=name)
+        assert expected > 0, name
 
 
 if __name__ == "__main__":  # .venv-bench/bin/python tests/losses/test_pml_parity.py
