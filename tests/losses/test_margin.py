@@ -22,7 +22,6 @@ import jaxmetric as jm
 from tests.harness import (
     DTYPES,
     LABELLED_CASES,
-    MAPPERS,
     Pairs,
     assert_docstring_examples_pass,
     assert_matches_label_reference,
@@ -143,14 +142,14 @@ def _sharded_margin(params, batch, replicated, axis_name):
     )
 
 
-@pytest.mark.parametrize("mapper", MAPPERS)
-def test_sharded_learnable_beta_equals_single_device(mapper):
+def test_sharded_learnable_beta_equals_single_device():
+    """Under shard_map (pmap: the registry's sharded family, for a fixed beta)."""
     params, batch, replicated = sharded_data(seed=4, masked=True)
     params = {**params, "beta": jnp.linspace(0.9, 1.3, 16, dtype=jnp.float32)}
     assert_sharded_equals_single(
         _sharded_margin,
         (params, batch, replicated),
-        mapper,
+        "shard_map",
         nonzero_grads=("w1", "w2", "beta"),
     )
 
