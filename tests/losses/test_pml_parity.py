@@ -11,6 +11,7 @@ conventions of PML and jaxmetric coincide (see each docstring).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -175,6 +176,12 @@ def test_losses_match_pml():
 # distance-weighted miner.
 
 
+def _ours_jit(fn, x, labels, *args, **kwargs):
+    """``_ours``, compiled once (not op by op)."""
+    with jax.enable_x64(True):
+        return float(jax.jit(functools.partial(fn, **kwargs))(x, labels, *args))
+
+
 def test_class_center_losses_match_pml():
     x, labels, _ = _data(3)
     rng = np.random.default_rng(4)
@@ -187,7 +194,7 @@ def test_class_center_losses_match_pml():
     results = {
         "subcenter_arcface": (
             _pml(_with_params(subcenter, "W", sub.T.copy()), x, labels),
-            _ours(jm.subcenter_arcface_loss, x, labels, sub, sub_centers=3, scale=16.0),
+            _ours_jit(jm.subcenter_arcface_loss, x, labels, sub, sub_centers=3, scale=16.0),
         ),
         "normalized_softmax": (
             _pml(
@@ -197,7 +204,7 @@ def test_class_center_losses_match_pml():
                 x,
                 labels,
             ),
-            _ours(jm.normalized_softmax_loss, x, labels, weights, temperature=0.1),
+            _ours_jit(jm.normalized_softmax_loss, x, labels, weights, temperature=0.1),
         ),
         # PML's SoftTripleLoss has no centre regulariser: tau=0.
         "soft_triple": (
@@ -212,7 +219,7 @@ def test_class_center_losses_match_pml():
                 x,
                 labels,
             ),
-            _ours(jm.soft_triple_loss, x, labels, centers, centers_per_class=4, tau=0.0),
+            _ours_jit(jm.soft_triple_loss, x, labels, centers, centers_per_class=4, tau=0.0),
         ),
     }
     for name, (expected, ours) in results.items():
@@ -234,8 +241,8 @@ def _pml_margin(x, labels, indices_tuple=None, beta=None, **kwargs):
 
 def _ours_margin(x, labels, beta, **kwargs):
     with jax.enable_x64(True):
-        value, grad = jax.value_and_grad(
-            lambda b: jm.margin_loss(jnp.asarray(x), jnp.asarray(labels), beta=b, **kwargs)
+        value, grad = jax.jit(
+            jax.value_and_grad(lambda b: jm.margin_loss(x, labels, beta=b, **kwargs))
         )(jnp.asarray(beta, jnp.float64))
         return float(value), np.asarray(grad)
 
@@ -245,7 +252,7 @@ def test_margin_loss_matches_pml():
     class_beta = np.array([1.0, 1.15, 1.3])
     # The default: all triplets, fixed beta.
     expected, _ = _pml_margin(x, labels)
-    ours = _ours(jm.margin_loss, x, labels)
+    ours = _ours_jit(jm.margin_loss, x, labels)
     np.testing.assert_allclose(ours, expected, rtol=1e-6)
     # learn_beta: a scalar beta with its regulariser, and one beta per class.
     for beta, kwargs in (
@@ -267,7 +274,7 @@ def test_margin_loss_matches_pml():
     pos[a1.numpy(), p.numpy()] = True
     neg[a2.numpy(), n.numpy()] = True
     expected, _ = _pml_margin(x, labels, (a1, p, a2, n))
-    ours = _ours(jm.margin_loss, x, labels, pairs=(jnp.asarray(pos), jnp.asarray(neg)))
+    ours = _ours_jit(jm.margin_loss, x, labels, pairs=(pos, neg))
     np.testing.assert_allclose(ours, expected, rtol=1e-6)
     assert expected > 0
 
@@ -301,15 +308,14 @@ def test_distance_weighted_miner_matches_pml(monkeypatch):
     labels = np.arange(B) % C
     weights, miner, (a, p, n) = _pml_distance_weights(monkeypatch, x, labels)
     with jax.enable_x64(True):
-        t, probs = jm.mining.distance_weighted_miner(
-            jnp.asarray(x), jnp.asarray(labels), jax.random.key(0), return_probabilities=True
-        )
+        miner_fn = functools.partial(jm.mining.distance_weighted_miner, return_probabilities=True)
+        t, probs = jax.jit(miner_fn)(x, labels, jax.random.key(0))
         probs = np.asarray(probs)
         np.testing.assert_allclose(probs, weights, rtol=1e-6, atol=1e-12)
         assert (weights == 0).sum() > B * C  # the cut-off at 1.4 removes some negatives
         valid = np.asarray(t.valid).reshape(B, B)
         # The same triplets fed to both margin losses.
-        ours = float(jm.margin_loss(jnp.asarray(x), jnp.asarray(labels), triplets=t))
+        ours = float(jax.jit(jm.margin_loss)(x, labels, triplets=t))
         mine = [np.asarray(v)[np.asarray(t.valid)] for v in (t.anchor, t.positive, t.negative)]
     expected, _ = _pml_margin(x, labels, tuple(torch.tensor(v) for v in mine))
     np.testing.assert_allclose(ours, expected, rtol=1e-6)
