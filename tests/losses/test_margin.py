@@ -166,6 +166,58 @@ def test_sharded_learnable_beta_equals_single_device(mined):
     )
 
 
+@pytest.mark.parametrize("beta", [1.2, CLASS_BETA], ids=["scalar", "per_class"])
+def test_given_triplets_pairs_and_reference_set_match_reference(beta):
+    """margin_loss(triplets=) on the triplets of distance_weighted_miner (the
+    paper's sampling), pairs= on multi-similarity mined pairs (every triplet of
+    a given positive and a given negative pair, PML's convert_to_triplets), and
+    a reference set, each against the loop over exactly those triplets."""
+    x, labels, mask = labelled_batch("masked")
+    x32, lab, m = jnp.asarray(x, jnp.float32), jnp.asarray(labels), jnp.asarray(mask)
+    kw = {"beta": beta, "nu": 0.1, "mask": m}
+    pairs = Pairs(x, labels, mask)
+    t = jax.device_get(
+        jax.jit(lambda x: jm.mining.distance_weighted_miner(x, lab, jax.random.key(3), mask=m))(x32)
+    )
+    given = [tuple(int(i) for i in row) for row in np.stack(t[:3], axis=1)[t.valid]]
+    assert len(given) > 3
+    loss = jax.jit(functools.partial(jm.margin_loss, **kw))
+    got = loss(x32, lab, triplets=t)
+    expected = ref_margin(pairs, 0.2, beta, 0.1, triplets=given)
+    np.testing.assert_allclose(float(got), expected, rtol=1e-4, atol=1e-6)
+    # A subset of all the triplets: not the all-triplets value.
+    assert abs(expected - ref_margin(pairs, 0.2, beta, 0.1)) > 1e-4
+
+    miner = jax.jit(functools.partial(jm.mining.multi_similarity_miner, mask=m, epsilon=0.3))
+    pos, neg = jax.device_get(miner(x32, lab))
+    given = [
+        (a, p, n)
+        for a in range(len(x))
+        for p in np.flatnonzero(pos[a])
+        for n in np.flatnonzero(neg[a])
+    ]
+    got = loss(x32, lab, pairs=(pos, neg))
+    expected = ref_margin(pairs, 0.2, beta, 0.1, triplets=given)
+    np.testing.assert_allclose(float(got), expected, rtol=1e-4, atol=1e-6)
+
+    rng = np.random.default_rng(8)
+    ref, ref_labels = rng.normal(size=(7, x.shape[1])), np.array([0, 1, 2, 3, 0, 1, 100])
+    with_ref = Pairs(x, labels, mask, ref, ref_labels, np.ones(7, bool))
+    given = [
+        (a, p, n)
+        for a in range(len(x))
+        if mask[a]
+        for p in range(7)
+        if ref_labels[p] == labels[a]
+        for n in range(7)
+        if ref_labels[n] != labels[a]
+    ]
+    got = loss(x32, lab, reference_embeddings=ref, reference_labels=ref_labels)
+    expected = ref_margin(with_ref, 0.2, beta, 0.1, triplets=given)
+    np.testing.assert_allclose(float(got), expected, rtol=1e-4, atol=1e-6)
+    assert expected > 0
+
+
 def test_rejects_bad_beta_naming_it():
     x, labels, _ = labelled_batch("mixed")
     for beta in (0.0, -1.0, np.ones((2, 2)), np.array([1, 2]), "1.2"):
