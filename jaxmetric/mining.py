@@ -635,7 +635,9 @@ def distance_weighted_miner(
       >>> t = jaxmetric.mining.distance_weighted_miner(x, y, jax.random.key(1))
       >>> t.anchor.shape, int(t.valid.sum())  # one triplet per positive pair
       ((64,), 8)
-      >>> loss = jaxmetric.margin_loss(x, y, triplets=t)
+
+    ``jaxmetric.margin_loss(x, y, triplets=t)`` is then the paper's loss
+    (PML's ``MarginLoss()(x, y, DistanceWeightedMiner()(x, y))``).
 
     Reference:
       Wu, Manmatha, Smola, Krähenbühl, "Sampling Matters in Deep Embedding
