@@ -23,7 +23,6 @@ from tests.harness import (
     DTYPES,
     LABELLED_CASES,
     Pairs,
-    assert_docstring_examples_pass,
     assert_matches_label_reference,
     assert_sharded_equals_single,
     embed,
@@ -225,7 +224,3 @@ def test_rejects_bad_beta_naming_it():
             jm.margin_loss(x, labels, beta=beta)
     with pytest.raises(ValueError, match="`nu`"):
         jm.margin_loss(x, labels, nu=-0.1)
-
-
-def test_docstring_examples():
-    assert_docstring_examples_pass(jm.margin_loss)

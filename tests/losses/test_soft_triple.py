@@ -3,7 +3,8 @@
 The centres [C * K, D] passed in, K per class; the softmax over a class's
 centres with temperature gamma, the margin on the target class, scale la,
 and the paper's regulariser tau * R (the mean distance between two centres
-of one class). float64 (rtol 1e-5) and float32 (rtol 1e-4).
+of one class). float64 (rtol 1e-5) and float32 (rtol 1e-4). The docstring
+example runs in tests/test_docstrings.py.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from tests.harness import (
     DTYPES,
     C,
     as_float32_values,
-    assert_docstring_examples_pass,
     class_batch,
     ref_cosine,
     ref_mean,
@@ -149,7 +149,3 @@ def test_rejects_bad_hyper_parameters_naming_them():
     ):
         with pytest.raises(ValueError, match=f"`{name}`"):
             jm.soft_triple_loss(x, labels, centers, **kwargs)
-
-
-def test_docstring_examples():
-    assert_docstring_examples_pass(jm.soft_triple_loss)
