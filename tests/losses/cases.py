@@ -43,8 +43,6 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 import jaxmetric as jm
 from jaxmetric import losses
 
@@ -317,17 +315,6 @@ CASES: tuple[Case, ...] = (
         zero_without_positive=True,
     ),
     Case("margin", "margin_loss", LABELS, zero_without_positive=True, zero_without_negative=True),
-    # A beta per class (a constant here; learnable: tests/losses/test_margin.py), its
-    # regulariser on.
-    Case(
-        "margin_class_beta",
-        "margin_loss",
-        LABELS,
-        {"beta": np.linspace(1.0, 1.3, 16, dtype=np.float32), "nu": 0.1},
-        _R,
-        zero_without_positive=True,
-        zero_without_negative=True,
-    ),
     # --- proxies and class weights ---------------------------------------------------
     Case("proxy_anchor", "proxy_anchor_loss", PARAMS),
     Case("proxy_anchor_alpha8", "proxy_anchor_loss", PARAMS, {"alpha": 8.0}, _S),
