@@ -133,6 +133,22 @@ def test_learnable_beta_gets_its_gradient(beta, case):
         assert np.abs(expected).max() > 0
 
 
+def test_class_beta_is_finite_on_degenerate_input():
+    """Per-class beta (the registry's cases use a float): identical, zero and
+    half-zero rows give a finite value and beta gradient; nothing valid gives
+    0 with zero gradient."""
+    x, labels, mask = labelled_batch("mixed")
+    fn = _beta_value_and_grad(0.1)
+    half = np.where(np.arange(len(x))[:, None] % 2, x, 0.0)
+    with jax.enable_x64(True):
+        y, m, beta = jnp.asarray(labels), jnp.asarray(mask), jnp.asarray(CLASS_BETA)
+        for rows in (np.ones_like(x), np.zeros_like(x), half):
+            value, grad = fn(jnp.asarray(rows), y, m, beta)
+            assert np.isfinite(float(value)) and np.isfinite(np.asarray(grad)).all()
+        value, grad = fn(jnp.asarray(x), y, jnp.zeros(len(x), bool), beta)
+        assert float(value) == 0.0 and not np.asarray(grad).any()
+
+
 def _sharded_margin(params, batch, replicated, axis_name, mined=False):
     del replicated
     emb = embed(params, batch["x"][:, 0])
