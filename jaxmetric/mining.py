@@ -13,7 +13,8 @@ Conventions (the same as pytorch-metric-learning): pairs are ordered
 
 Composition, as PML's miners and ``indices_tuple``: the miners that take
 embeddings (``multi_similarity_miner``, ``triplet_margin_miner``,
-``batch_hard_miner``) return exactly what the losses take: pair miners
+``batch_hard_miner``, ``distance_weighted_miner``) return exactly what the
+losses take: pair miners
 ``(positive_mask, negative_mask)``, bool [b, M], for ``pairs=``; triplet
 miners a fixed-size ``Triplets(anchor, positive, negative, valid)`` for
 ``triplets=``. M is the number of candidates: the batch (gathered from every
