@@ -335,7 +335,11 @@ def triplet_margin_miner(
       >>> x = jax.random.normal(jax.random.key(0), (6, 4))
       >>> y = jnp.array([0, 0, 1, 1, 2, 2])
       >>> t = jaxmetric.mining.triplet_margin_miner(x, y, margin=0.2, max_triplets=48)
-      >>> loss = jaxmetric.triplet_margin_loss(x, y, triplets=t)
+      >>> t.anchor.shape, t.valid.dtype
+      ((48,), dtype('bool'))
+
+    ``jaxmetric.triplet_margin_loss(x, y, triplets=t)`` is then the loss on
+    those triplets (PML's ``loss(x, y, miner(x, y))``).
     """
     _checks.check_non_negative(margin, "margin")
     _checks.check_choice(type_of_triplets, TRIPLET_TYPES, "type_of_triplets")
@@ -392,13 +396,13 @@ def batch_hard_miner(
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxmetric
-      >>> x = jax.random.normal(jax.random.key(0), (6, 4))
-      >>> y = jnp.array([0, 0, 1, 1, 2, 2])
-      >>> t = jaxmetric.mining.batch_hard_miner(x, y)
-      >>> a = jaxmetric.triplet_margin_loss(x, y, triplets=t)
-      >>> b = jaxmetric.triplet_margin_loss(x, y, mining="batch_hard")
-      >>> bool(abs(a - b) < 1e-6)
-      True
+      >>> x = jnp.array([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9]])
+      >>> t = jaxmetric.mining.batch_hard_miner(x, jnp.array([0, 0, 1, 1]))
+      >>> t.positive.tolist(), t.negative.tolist(), t.valid.tolist()
+      ([1, 0, 3, 2], [2, 3, 0, 1], [True, True, True, True])
+
+    ``jaxmetric.triplet_margin_loss(x, y, triplets=t)`` equals
+    ``triplet_margin_loss(x, y, mining="batch_hard")``.
     """
     _checks.check_choice(metric, DISTANCE_METRICS, "metric")
     rows = anchors_and_candidates(

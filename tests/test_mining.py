@@ -301,6 +301,8 @@ def test_mined_pairs_and_triplets_compose_with_the_losses(reference):
             jm.triplet_margin_loss(x, labels, mining="batch_hard", margin=0.3, **kw),
             rtol=1e-12,
         )
+        if reference:  # the triplet mask's path is the same with a reference set
+            return
         dist = jm.pairwise_distances(jm.l2_normalize(x), jm.l2_normalize(jnp.asarray(cands)))
         semi = mining.triplets_from_mask(
             mining.semi_hard_triplet_mask(dist, jnp.asarray(pos), jnp.asarray(neg), margin=0.3)

@@ -13,6 +13,14 @@ axis_name=None)`` is computed in one way, by ``label_loss``:
 4. ``reduce(losses, valid, axis_name, **hyper)``: the scalar of the global
    batch (by default the mean over the valid terms).
 
+Composition, as PML, is handled here once for every label loss:
+``reference_embeddings`` / ``reference_labels`` / ``reference_mask`` make
+the candidates another (gathered) set (PML's ``ref_emb``), ``pairs=`` replace
+the label-derived pair masks (``Batch.pair_masks``) and ``triplets=`` a
+triplet loss's mining (PML's ``indices_tuple``); ``reduce_terms`` gives the
+reductions of PML's reducers (``REDUCTIONS``; ``check_reduction`` checks
+them). A loss offers these by taking the arguments and forwarding them.
+
 A loss module holds these pieces and a ``LabelLoss`` spec naming them
 (``SPEC``); its public function only forwards its arguments to
 ``label_loss(SPEC, ...)``. ``jaxmetric.losses.LABEL_LOSSES`` maps every

@@ -113,7 +113,13 @@ def contrastive_loss(
       0.0
 
     PML's ``ContrastiveLoss()`` (pos_margin 0, neg_margin 1, euclidean on
-    normalised rows, AvgNonZero for each term) is this function's default.
+    normalised rows, AvgNonZero for each term) is this function's default;
+    ``ContrastiveLoss(reducer=MeanReducer() | SumReducer() |
+    ThresholdReducer(low, high))`` is ``reduction="mean" | "sum" |
+    "threshold"`` (with ``reduction_threshold=(low, high)``); its
+    ``indices_tuple`` from a pair miner is ``pairs=`` (e.g.
+    ``jaxmetric.mining.multi_similarity_miner``), its ``ref_emb`` /
+    ``ref_labels`` ``reference_embeddings`` / ``reference_labels``.
 
     Reference:
       Hadsell, Chopra, LeCun, "Dimensionality Reduction by Learning an

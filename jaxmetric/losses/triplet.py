@@ -184,12 +184,17 @@ def triplet_margin_loss(
     To reproduce pytorch-metric-learning's ``TripletMarginLoss()`` (margin
     0.05, non-squared L2 on normalised rows, all triplets, AvgNonZero), use
     ``margin=0.05`` and the other defaults; with ``BatchHardMiner`` use
-    ``mining="batch_hard"``, with ``TripletMarginMiner(type_of_triplets="hard"
-    | "semihard")`` use ``"hard"`` / ``"semi_hard"`` with the miner's margin.
-    PML's ``smooth_loss=True`` is ``soft=True`` (softplus of the same
-    d(a, p) - d(a, n) + m). PML's miners keep the boundary cases
-    (d(a, n) <= d(a, p) for "hard", d(a, n) - d(a, p) <= m for "semihard");
-    here they are strict, which differs only on exact ties.
+    ``mining="batch_hard"`` (or ``triplets=jaxmetric.mining.batch_hard_miner(x,
+    y)``), with ``TripletMarginMiner(margin, type_of_triplets)`` use
+    ``triplets=jaxmetric.mining.triplet_margin_miner(x, y, margin=...,
+    type_of_triplets=...)`` (PML's rule exactly; the miner's margin is not the
+    loss's). ``mining="hard"`` / ``"semi_hard"`` with the miner's margin
+    differ from PML's miners only on exact ties (PML keeps d(a, n) <= d(a, p)
+    for "hard" and d(a, n) - d(a, p) <= m for "semihard", here they are
+    strict). PML's ``smooth_loss=True`` is ``soft=True`` (softplus of
+    the same d(a, p) - d(a, n) + m). PML's reducers are ``reduction=``:
+    ``MeanReducer`` "mean", ``SumReducer`` "sum", ``ThresholdReducer(low,
+    high)`` "threshold" with ``reduction_threshold=(low, high)``.
 
     References:
       Schroff et al., "FaceNet: A Unified Embedding for Face Recognition and
