@@ -16,6 +16,7 @@ triplets mined inside the mapped function (tests/harness.py), and bad input.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -285,6 +286,40 @@ def test_given_triplets_match_loop(mode, soft):
         )
         expected = _expected(terms, reduction, (len(t.anchor),), threshold)
         np.testing.assert_allclose(got, expected, err_msg=reduction, **tol("float64"))
+
+
+def test_nothing_counts_gives_zero_and_finite_gradients():
+    """No given pair / triplet, or a reference set without positives: 0 and a zero
+    gradient; identical rows with given pairs: finite values and gradients."""
+    x, labels, *_ = _data()
+    none = (np.zeros((B, B), bool), np.zeros((B, B), bool))
+    ref_kw = {"reference_embeddings": x[:4], "reference_labels": np.full(4, 99, np.int32)}
+    rng = np.random.default_rng(0)
+    some = (rng.random((B, B)) < 0.3, rng.random((B, B)) < 0.3)
+    calls = {
+        **{
+            f"{n}-no-pairs": (fn, hyper, {"pairs": none})
+            for n, (fn, hyper, *_) in PAIR_LOSSES.items()
+        },
+        "lifted-no-positive": (jm.lifted_structure_loss, {}, ref_kw),
+        "triplet-no-triplets": (
+            jm.triplet_margin_loss,
+            {},
+            {"triplets": _random_triplets(B)._replace(valid=np.zeros(24, bool))},
+        ),
+    }
+    for name, (fn, hyper, kw) in calls.items():
+        args = {k: jax.tree.map(jnp.asarray, v) for k, v in kw.items()}
+        loss = functools.partial(fn, labels=labels, **hyper, **args)
+        value, grad = jax.jit(jax.value_and_grad(loss))(jnp.asarray(x))
+        assert float(value) == 0.0, name
+        assert np.all(np.asarray(grad) == 0.0), name
+    same = np.tile(x[:1], (B, 1)).astype(np.float32)
+    for name in ("lifted", "circle", "angular"):
+        fn, hyper, *_ = PAIR_LOSSES[name]
+        loss = functools.partial(fn, labels=labels, pairs=tuple(map(jnp.asarray, some)), **hyper)
+        value, grad = jax.jit(jax.value_and_grad(loss))(same)
+        assert np.isfinite(float(value)) and np.all(np.isfinite(np.asarray(grad))), name
 
 
 # --- sharded == single device ------------------------------------------------------------
