@@ -76,14 +76,15 @@ def ref_lifted_pair_terms(x, cands, pos, neg, rows_of=None, *, pos_margin, neg_m
 
 
 def ref_lifted_structure(pairs: Pairs, pos_margin: float, neg_margin: float) -> float:
-    """Oh Song et al.'s loss on the batch (every row is its own candidate)."""
-    b = len(pairs.x)
-    pos, neg = np.zeros((b, b), bool), np.zeros((b, b), bool)
+    """Oh Song et al.'s loss; the batch's rows are its first candidates (then,
+    with a cross-batch memory, the memory's, which have no row)."""
+    b, m = len(pairs.x), len(pairs.cands)
+    pos, neg = np.zeros((b, m), bool), np.zeros((b, m), bool)
     for i, p, n in pairs.anchors():
         pos[i, p], neg[i, n] = True, True
     terms = ref_lifted_pair_terms(
         pairs.x,
-        pairs.x,
+        pairs.cands,
         pos,
         neg,
         {j: j for j in range(b)},

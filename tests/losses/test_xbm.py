@@ -26,7 +26,7 @@ from tests.harness import (
     tol,
 )
 from tests.losses.test_circle import ref_circle
-from tests.losses.test_lifted import ref_euclid, ref_lifted
+from tests.losses.test_lifted import ref_euclid, ref_lifted, ref_lifted_structure
 from tests.losses.test_multi_similarity import draw_away_from_mining_ties, ref_multi_similarity
 from tests.losses.test_soft_nearest_neighbor import ref_snn
 from tests.losses.test_supcon import ref_supcon
@@ -64,6 +64,7 @@ CASES = {
     "circle": (ref_circle, {"m": 0.25, "gamma": 16.0}),
     "supcon": (ref_supcon, {"temperature": 0.5}),
     "generalized_lifted_structure": (ref_lifted, {"pos_margin": 0.1, "neg_margin": 1.0}),
+    "lifted_structure": (ref_lifted_structure, {"pos_margin": 0.1, "neg_margin": 1.2}),
     "soft_nearest_neighbor": (ref_snn, {"temperature": 4.0}),
 }
 
