@@ -187,3 +187,20 @@ def test_input_norm_imagenet_is_torchvision_normalize():
     cfg.input_norm = "cifar"
     with pytest.raises(ValueError, match="model.input_norm"):
         build_model(cfg, (6, 6, 3))
+
+
+def test_max_pool_2x2_equals_a_numpy_loop_and_reduce_window_gradient():
+    from jaxmetric.models.cnn import max_pool_2x2
+
+    x = jax.random.normal(jax.random.key(3), (2, 7, 6, 3))  # odd height: the last row dropped
+    want = np.empty((2, 3, 3, 3), np.float32)
+    xn = np.asarray(x)
+    for i in range(3):
+        for j in range(3):
+            want[:, i, j] = xn[:, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2].max(axis=(1, 2))
+    np.testing.assert_array_equal(np.asarray(max_pool_2x2(x)), want)
+    # No ties in random floats: the gradient is reduce_window's (nnx.max_pool's).
+    w = jax.random.normal(jax.random.key(4), want.shape)
+    ours = jax.grad(lambda v: jnp.sum(max_pool_2x2(v) * w))(x)
+    theirs = jax.grad(lambda v: jnp.sum(nnx.max_pool(v, (2, 2), strides=(2, 2)) * w))(x)
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
