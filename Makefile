@@ -5,7 +5,7 @@ BENCH_VENV := .venv-bench
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: demo test lint docs notebooks bench bench-retrieval bench-input compare clean
+.PHONY: demo test lint docs notebooks bench bench-retrieval bench-input bench-fashion-mnist compare clean
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -79,6 +79,19 @@ bench-retrieval: $(BENCH_VENV)/.installed
 # tables. Writes its datasets once into workdirs/bench-input-data (about 2.3 GB).
 bench-input: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python benchmarks/input_pipeline.py
+
+# Fashion-MNIST, the same CNN, loss, sampler and steps in jaxmetric's trainer and in PyTorch +
+# PML (2 losses x 3 seeds, interleaved): MAP@R / P@1 / R-precision, time per step and to the
+# first step. The data: Debian's IDX files (apt-get install dataset-fashion-mnist), written
+# once as a TFDS ArrayRecord dataset in $(TFDS_DIR) if it is not there.
+FASHION_MNIST_IDX ?= /usr/share/datasets/fashion-mnist
+TFDS_DIR ?= workdirs/tfds
+
+bench-fashion-mnist: $(BENCH_VENV)/.installed
+	test -d $(TFDS_DIR)/fashion_mnist_idx || $(BENCH_VENV)/bin/python -m jaxmetric.data.prepare \
+		fashion_mnist --idx_dir=$(FASHION_MNIST_IDX) --data_dir=$(TFDS_DIR)
+	$(BENCH_VENV)/bin/python benchmarks/fashion_mnist_vs_pml.py --data_dir=$(TFDS_DIR) \
+		--idx_dir=$(FASHION_MNIST_IDX)
 
 # Every SSL method on MNIST-1D with its recipe: kNN + linear probe, JSON + Markdown table.
 compare: $(VENV)/.installed
