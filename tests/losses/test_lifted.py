@@ -110,11 +110,6 @@ CASES = {
         ref_lifted_structure,
         {"pos_margin": 0.0, "neg_margin": 1.0},
     ),
-    "lifted_margins": (
-        functools.partial(jm.lifted_structure_loss, pos_margin=0.3, neg_margin=1.4),
-        ref_lifted_structure,
-        {"pos_margin": 0.3, "neg_margin": 1.4},
-    ),
 }
 
 
