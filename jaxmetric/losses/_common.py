@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import numbers
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -186,7 +187,8 @@ def check_reduction(
     if ok:
         low, high = reduction_threshold
         ok = (low is not None or high is not None) and all(
-            v is None or isinstance(v, int | float) for v in (low, high)
+            v is None or (isinstance(v, numbers.Real) and not isinstance(v, bool))
+            for v in (low, high)
         )
         ok = ok and (low is None or high is None or low < high)
     if not ok:
