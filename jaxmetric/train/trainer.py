@@ -259,6 +259,28 @@ class _Run:
     corrupt: int = 0  # undecodable records skipped by this process (data.skip_corrupt)
 
 
+def default_compilation_cache_dir() -> str:
+    """Where the trainer keeps compiled programs between runs:
+    ``$XDG_CACHE_HOME/jaxmetric/xla`` (``~/.cache/jaxmetric/xla``)."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "jaxmetric", "xla")
+
+
+def _use_compilation_cache() -> None:
+    """Turns on JAX's persistent compilation cache in
+    ``default_compilation_cache_dir()``, unless a directory is set already
+    (``JAX_COMPILATION_CACHE_DIR`` / ``jax_compilation_cache_dir``) or the
+    cache is switched off (``JAX_ENABLE_COMPILATION_CACHE=false``). A run
+    that compiles a step another run compiled before (another seed, a
+    restart, the evaluation) loads it instead: keys are the program, the
+    compile options, the devices and the jax version, so a stale entry is
+    never used. Programs that compile in under a second are not kept
+    (``jax_persistent_cache_min_compile_time_secs``)."""
+    if jax.config.jax_compilation_cache_dir or not jax.config.jax_enable_compilation_cache:
+        return
+    jax.config.update("jax_compilation_cache_dir", default_compilation_cache_dir())
+
+
 def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
     """Validates the config, then builds the mesh, data, model, state
     (restored from the workdir's latest checkpoint) and the jitted step."""
@@ -266,6 +288,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
         jax.distributed.initialize()
     mesh = make_mesh(config.num_devices)
     validate_config(config, mesh.size, jax.process_count())
+    _use_compilation_cache()
     os.makedirs(workdir, exist_ok=True)
     is_main = jax.process_index() == 0
     ckpt = Checkpointer(workdir, config.keep_checkpoints)

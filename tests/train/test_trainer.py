@@ -126,3 +126,24 @@ def test_cli_trains_simclr_on_encoded_jpegs_with_worker_processes(jpeg_dir, tmp_
     losses = [json.loads(line)[1] for line in open(workdir / "losses.jsonl")]
     assert len(losses) == 3 and all(np.isfinite(losses))
     assert "raw-input kNN" in proc.stdout  # The baseline, for a TFDS dataset.
+
+
+def test_the_trainer_turns_on_the_compilation_cache_unless_one_is_set(monkeypatch, tmp_path):
+    from jaxmetric.train import trainer
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    before = jax.config.jax_compilation_cache_dir  # conftest's shared test cache
+    try:
+        jax.config.update("jax_compilation_cache_dir", None)
+        jax.config.update("jax_enable_compilation_cache", False)
+        trainer._use_compilation_cache()  # switched off: left off
+        assert jax.config.jax_compilation_cache_dir is None
+        jax.config.update("jax_enable_compilation_cache", True)
+        trainer._use_compilation_cache()
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "jaxmetric" / "xla")
+        jax.config.update("jax_compilation_cache_dir", "/elsewhere")
+        trainer._use_compilation_cache()  # the user's choice stays
+        assert jax.config.jax_compilation_cache_dir == "/elsewhere"
+    finally:
+        jax.config.update("jax_enable_compilation_cache", True)
+        jax.config.update("jax_compilation_cache_dir", before)
