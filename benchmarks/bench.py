@@ -10,6 +10,8 @@ its matmul floor (the FLOPs of its GEMMs at that ceiling).
 
     python benchmarks/bench.py                      # all cases -> benchmarks/results/bench.json
     python benchmarks/bench.py --only ntxent_4096   # cases whose name contains the string
+    python benchmarks/bench.py --only ntxent_4096_jaxmetric,ntxent_4096_torch_dense
+                                                    # several strings (gemm_jax always runs)
     python benchmarks/bench.py --list
 
 PyTorch and pytorch-metric-learning come from the benchmark venv (`make bench`
@@ -40,7 +42,9 @@ DIM = 128
 class Case:
     name: str
     kind: str  # ntxent | triplet_batch_hard | triplet_semi_hard | angular | contrastive | gemm
-    impl: str  # jaxmetric | jaxmetric_blockwise | optax | pml | torch_dense | jax | torch
+    # jaxmetric (the default call, no block_size) | jaxmetric_dense (block_size=None) |
+    # jaxmetric_blockwise (block_size=512) | optax | pml | torch_dense | jax | torch
+    impl: str
     size: int  # pairs N for ntxent (2N embeddings), batch B otherwise
     classes: int = 0
     repeats: int = 5
@@ -50,7 +54,8 @@ class Case:
 def _cases() -> list[Case]:
     cases = [Case("gemm_jax", "gemm", "jax", 4096), Case("gemm_torch", "gemm", "torch", 4096)]
     for n in (256, 1024, 4096):
-        for impl in ("jaxmetric", "jaxmetric_blockwise", "optax", "torch_dense", "pml"):
+        impls = ("jaxmetric", "jaxmetric_dense", "jaxmetric_blockwise", "optax", "torch_dense")
+        for impl in (*impls, "pml"):
             cases.append(
                 Case(f"ntxent_{n}_{impl}", "ntxent", impl, n, repeats=5 if n < 4096 else 3)
             )
@@ -63,6 +68,16 @@ def _cases() -> list[Case]:
             ("contrastive_512", "contrastive", 512, 32),
         ):
             cases.append(Case(f"{name}_{impl}", kind, impl, size, classes, repeats=20))
+    # What block_size="auto" chooses against the dense path, for the other losses
+    # of the family (labels: ntxent_loss and supcon_loss, B rows of 64 classes;
+    # moco_loss: B queries against a queue of K = extra["queue"] keys).
+    for impl in ("jaxmetric", "jaxmetric_dense"):
+        for size in (256, 4096):
+            for kind in ("ntxent_labels", "supcon"):
+                cases.append(Case(f"{kind}_{size}_{impl}", kind, impl, size, 64, repeats=5))
+        cases.append(
+            Case(f"moco_256_{impl}", "moco", impl, 256, repeats=10, extra={"queue": 16384})
+        )
     # 2N = 65,536 embeddings: the dense similarity matrix alone would be 17 GB.
     cases.append(
         Case(
@@ -81,6 +96,8 @@ def _flops(case: Case) -> float:
     """FLOPs of the GEMMs of forward + backward: the floor no implementation beats."""
     if case.kind == "gemm":
         return 2.0 * case.size**3
+    if case.kind == "moco":  # [B, K] logits, and the queries' gradient only
+        return 2 * 2.0 * case.size * case.extra["queue"] * DIM
     rows = 2 * case.size if case.kind == "ntxent" else case.size
     # Forward: the [rows, rows] similarity GEMM; backward: two more of the same size.
     gemms = 3 if case.kind != "angular" else 6  # angular forms anchor and candidate Grams
@@ -112,13 +129,15 @@ def _labels(rng, size, classes):
 def _build_jax(case: Case, emb, labels):
     import jax
     import jax.numpy as jnp
+    import numpy as np
     import optax
 
     import jaxmetric as jm
 
     n = case.size
-    blockwise = case.impl == "jaxmetric_blockwise"
-    block = case.extra.get("block_size", 512 if blockwise else None)
+    # The default call takes no block_size; the others name theirs.
+    tiling = {"jaxmetric_dense": {"block_size": None}, "jaxmetric_blockwise": {"block_size": 512}}
+    tiling = {**tiling.get(case.impl, {}), **{k: v for k, v in case.extra.items() if k != "queue"}}
     if case.kind == "ntxent":
         if case.impl == "optax":
             ids = jnp.concatenate([jnp.arange(n), jnp.arange(n)])
@@ -128,7 +147,19 @@ def _build_jax(case: Case, emb, labels):
         else:
 
             def loss(e):
-                return jm.simclr_loss(e[:n], e[n:], temperature=0.1, block_size=block)
+                return jm.simclr_loss(e[:n], e[n:], temperature=0.1, **tiling)
+    elif case.kind in ("ntxent_labels", "supcon"):
+        fn = jm.ntxent_loss if case.kind == "ntxent_labels" else jm.supcon_loss
+
+        def loss(e):
+            return fn(e, labels, temperature=0.1, **tiling)
+    elif case.kind == "moco":
+        rng = np.random.default_rng(1)
+        keys = jnp.asarray(emb + 0.5 * rng.normal(size=emb.shape), jnp.float32)
+        queue = jnp.asarray(rng.normal(size=(case.extra["queue"], DIM)), jnp.float32)
+
+        def loss(e):
+            return jm.moco_loss(e, keys, queue, temperature=0.2, **tiling)
     elif case.kind == "triplet_batch_hard":
 
         def loss(e):
@@ -276,7 +307,7 @@ def child(case: Case) -> dict:
     if case.kind != "gemm":
         grad = np.asarray(grad)
         result["grad_checksum"] = float(np.abs(grad).sum())
-        if case.kind == "ntxent" and case.size == 4096:  # For the dense == tiled check.
+        if case.kind == "ntxent" and case.size == 4096:  # For the dense == tiled checks.
             np.save(RESULTS / f"grad_{case.name}.npy", grad)
     return result
 
@@ -317,29 +348,47 @@ def _run_case(case: Case, memory_gb: float, timeout_s: float) -> dict:
 
 
 def _agreement(results: list[dict]) -> dict:
-    """Blockwise vs dense at N=4096: value and gradient differences."""
+    """The default and the blockwise call against the dense one at N=4096: value
+    and gradient differences."""
     import numpy as np
 
     by_name = {r["name"]: r for r in results if r["status"] == "ok"}
-    dense, tiled = "ntxent_4096_jaxmetric", "ntxent_4096_jaxmetric_blockwise"
-    if dense not in by_name or tiled not in by_name:
-        return {}
-    grad_dense = np.load(RESULTS / f"grad_{dense}.npy")
-    grad_tiled = np.load(RESULTS / f"grad_{tiled}.npy")
-    return {
-        "ntxent_4096_blockwise_vs_dense_value_abs_diff": abs(
-            by_name[dense]["value"] - by_name[tiled]["value"]
-        ),
-        "ntxent_4096_blockwise_vs_dense_grad_max_abs_diff": float(
-            np.abs(grad_dense - grad_tiled).max()
-        ),
-    }
+    dense = "ntxent_4096_jaxmetric_dense"
+    checks = {}
+    for other, label in (("jaxmetric", "default"), ("jaxmetric_blockwise", "blockwise")):
+        other = f"ntxent_4096_{other}"
+        if dense not in by_name or other not in by_name:
+            continue
+        grad_dense = np.load(RESULTS / f"grad_{dense}.npy")
+        grad_other = np.load(RESULTS / f"grad_{other}.npy")
+        checks[f"ntxent_4096_{label}_vs_dense_value_abs_diff"] = abs(
+            by_name[dense]["value"] - by_name[other]["value"]
+        )
+        checks[f"ntxent_4096_{label}_vs_dense_grad_max_abs_diff"] = float(
+            np.abs(grad_dense - grad_other).max()
+        )
+    return checks
+
+
+def _selected(cases: list[Case], only: str) -> list[Case]:
+    """The cases whose name contains one of the comma-separated strings, and
+    gemm_jax, which measures the ceiling the floors are computed from."""
+    wanted = [w for w in only.split(",") if w] or [""]
+    chosen = [c for c in cases if any(w in c.name for w in wanted)]
+    if chosen and not any(c.kind == "gemm" for c in chosen):
+        chosen.insert(0, next(c for c in cases if c.name == "gemm_jax"))
+    return chosen
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--only", default="", help="run the cases whose name contains this")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="run the cases whose name contains one of these comma-separated strings "
+        "(and gemm_jax, for the floor)",
+    )
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--memory-gb", type=float, default=16.0, help="address-space cap per case")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per case")
@@ -349,12 +398,13 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(Case(**json.loads(args.child)))))
         return
-    cases = [c for c in _cases() if args.only in c.name]
+    cases = _selected(_cases(), args.only)
     if args.list:
         print("\n".join(c.name for c in cases))
         return
     results = []
     ceiling = None
+    load_before = os.getloadavg()[0]  # Other jobs on the machine move every time.
     for case in cases:
         print(f"{case.name:<40}", end=" ", flush=True)
         result = {**asdict(case), **_run_case(case, args.memory_gb, args.timeout)}
@@ -381,6 +431,7 @@ def main() -> None:
             "python": sys.version.split()[0],
         },
         "gemm_ceiling_gflops": ceiling,
+        "load_average": [load_before, os.getloadavg()[0]],
         "checks": report_checks,
         "results": results,
     }

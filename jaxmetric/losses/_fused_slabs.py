@@ -53,6 +53,7 @@ def _slab_terms(s, pos, neg, positive_logit, supcon):
 
 def _fused_fwd(x, c, partner, anchor_meta, cand_meta, temperature, block, cand_grad, supcon):
     num_rows, dim = x.shape
+    block = min(block, num_rows)  # One slab at most: no padding beyond the rows.
     a_tiles = _tiling.tiles(_tiling.Rows(x, *anchor_meta), block)
     cands = _tiling.Rows(c, *cand_meta)
     single = partner is not None

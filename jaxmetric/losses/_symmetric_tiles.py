@@ -39,6 +39,10 @@ from jaxmetric import parallel
 from jaxmetric.losses import _tiling
 from jaxmetric.losses._common import NEG_LARGE
 
+# The most columns one GEMM of a row block's window forms (CPU: 256 x 1,024
+# float32 tiles stay in L2; one [256, 2N / 2] slab did not).
+WINDOW_COLUMNS = 1024
+
 # exp(-2/T) is the smallest shifted exp; past this 2/T it could underflow.
 SYMMETRIC_MAX_RANGE = 60.0
 
@@ -87,8 +91,10 @@ def _doubled(rows: _tiling.Rows, plan: _Plan) -> _tiling.Rows:
 
 
 def _block_tiles(doubled: _tiling.Rows, plan: _Plan, block_index, temperature: float):
-    """The tiles row block ``block_index`` forms: a list of
-    (row start, column start, E, diagonal) with E = exp(S - 1/T) on the negatives."""
+    """The tiles row block ``block_index`` forms, as a list of (row start, column
+    start, E, the rows, the columns, whether it is the diagonal tile), where
+    E = exp(S - 1/T) on the negatives and 0 elsewhere; starts index the
+    doubled rows."""
     shift = 1.0 / temperature
     beta = plan.block
 
@@ -101,9 +107,13 @@ def _block_tiles(doubled: _tiling.Rows, plan: _Plan, block_index, temperature: f
 
     start = block_index * beta
     out = [(start, start, *exp_tile(start, beta, start, beta), True)]
-    if plan.window:
-        cols = start + beta
-        out.append((start, cols, *exp_tile(start, beta, cols, plan.window * beta), False))
+    # The tiles after the diagonal, a few at a time: one [block, window] GEMM
+    # would leave the caches.
+    chunk = max(1, WINDOW_COLUMNS // beta)
+    for first in range(0, plan.window, chunk):
+        cols = start + (1 + first) * beta
+        width = min(chunk, plan.window - first) * beta
+        out.append((start, cols, *exp_tile(start, beta, cols, width), False))
     if plan.half:
         partner = (block_index + plan.num_blocks // 2) % plan.num_blocks
         # The lower block's rows against half of the higher block's columns:

@@ -38,38 +38,43 @@ def check_block_size(block_size) -> None:
     raise ValueError(f'`block_size` must be "auto", None or a positive int, got {block_size}.')
 
 
-# "auto" on CPU: row blocks of this many rows (see choose_block_size).
-CPU_BLOCK = 512
-# "auto" elsewhere: the dense path while its [rows, candidates] logits hold at
-# most this many entries (256 MiB in float32), blocks of ACCELERATOR_BLOCK beyond.
+# What "auto" stands for (choose_block_size); measured in docs/benchmarks.md.
+CPU_SYMMETRIC_BLOCK = 256
+CPU_SLAB_BLOCK = 128
+CPU_DENSE_ENTRIES = 2**16
 ACCELERATOR_DENSE_ENTRIES = 2**26
 ACCELERATOR_BLOCK = 1024
 
 
-def choose_block_size(block_size, *, rows: int, candidates: int) -> int | None:
+def choose_block_size(
+    block_size, *, rows: int, candidates: int, symmetric: bool = False
+) -> int | None:
     """The block size a call runs with: ``block_size``, or what "auto" stands for.
 
     ``rows``: the anchors of this device; ``candidates``: what each anchor is
-    compared with (every device's rows, or a queue). The rule, from
-    measurements (docs/benchmarks.md, "block_size='auto'"):
+    compared with (every device's rows, or a queue); ``symmetric``: the call
+    takes the symmetric tiles (``takes_symmetric_tiles``). Why (forward +
+    backward, f32, D = 128, measured on the 2-core CPU; docs/benchmarks.md):
 
-    - CPU: the tiled kernels are the faster at every size measured, from 8
-      to 8,192 rows (the symmetric tiles form half of S and one exp serves
-      two entries; the row slabs fuse value and gradient, no [rows, M]
-      array round trip to memory), so "auto" is ``CPU_BLOCK`` rows: past it
-      the tiles leave L2, below it the tiles are smaller than they need be.
+    - CPU, symmetric tiles (SimCLR): faster than the dense path from 64 views
+      on (2x at 256 views, 3.6x at 4,096), as good below; 256-row blocks
+      beat 128 and 512 from 1,024 views on, the window of tiles after the
+      diagonal taken ``_symmetric_tiles.WINDOW_COLUMNS`` columns at a time.
+    - CPU, row slabs (NT-Xent with labels, SupCon, MoCo's queue): the dense
+      path is faster for tiny batches (64 rows: 0.08 against 0.1 ms), the
+      slabs from 512 x 512 logits on (1.7x at 2,048 rows, 1.5x at 8,192;
+      MoCo 2x at 256 x 16,384); 128-row slabs are the fastest there.
     - GPU / TPU: not measured yet. One large GEMM keeps an accelerator busier
-      than a loop of small ones, so "auto" is the dense path while the
-      [rows, candidates] logits are small (``ACCELERATOR_DENSE_ENTRIES``)
-      and ``ACCELERATOR_BLOCK`` rows beyond, where memory, not time, decides.
+      than a loop of small ones, so the dense path while its logits are
+      small, ``ACCELERATOR_BLOCK`` rows beyond, where memory decides.
     """
     if not (isinstance(block_size, str) and block_size == "auto"):
         return block_size
     if jax.default_backend() == "cpu":
-        return CPU_BLOCK
-    if rows * candidates <= ACCELERATOR_DENSE_ENTRIES:
-        return None
-    return ACCELERATOR_BLOCK
+        if symmetric:
+            return CPU_SYMMETRIC_BLOCK
+        return None if rows * candidates <= CPU_DENSE_ENTRIES else CPU_SLAB_BLOCK
+    return None if rows * candidates <= ACCELERATOR_DENSE_ENTRIES else ACCELERATOR_BLOCK
 
 
 def _global_mean(total: jax.Array, count: jax.Array, axis_name: str | None) -> jax.Array:

@@ -120,8 +120,8 @@ def ntxent_loss(
       axis_name: mapped axis; positives and negatives come from all devices.
       block_size: how the loss is computed; every choice gives the same
         value and gradient. "auto" (default): the fastest for the shapes and
-        the backend (on CPU: slabs of 512 rows; on GPU / TPU: dense up to
-        2^26 logits). None: the dense [B, B] similarity matrix and autodiff.
+        the backend (on CPU: slabs of 128 rows, dense below 2^16 logits; on
+        GPU / TPU: dense up to 2^26 logits). None: the dense [B, B] similarity matrix and autodiff.
         An int: slabs of ``block_size`` anchor rows, each against all
         candidates, with value and gradient computed together (three GEMMs,
         like the dense version), so memory grows as ``block_size`` x B, not
@@ -216,8 +216,8 @@ def simclr_loss(
       axis_name: mapped axis; negatives come from all devices.
       block_size: how the loss is computed; every choice gives the same
         value and gradient. "auto" (default): the fastest for the shapes and
-        the backend (on CPU: tiles of 512 rows; on GPU / TPU: dense up to
-        2^26 logits per device). None: the dense [2N, 2N] similarity matrix
+        the backend (on CPU: the tiles below, 256 rows; on GPU / TPU: dense
+        up to 2^26 logits per device). None: the dense [2N, 2N] similarity matrix
         and autodiff. An int: value and gradient computed together, tile by
         tile, with memory O(``block_size`` x 2N). With T >= 1/30, S is
         symmetric and each pair of ``block_size`` x ``block_size`` tiles is
@@ -266,7 +266,10 @@ def simclr_loss(
         mask=jnp.concatenate([mask, mask]),
         index=jnp.concatenate([pair_id, pair_id + global_pairs]),
     )
-    block_size = choose_block_size(block_size, rows=2 * num_pairs, candidates=2 * global_pairs)
+    symmetric = takes_symmetric_tiles(temperature, ring=ring)
+    block_size = choose_block_size(
+        block_size, rows=2 * num_pairs, candidates=2 * global_pairs, symmetric=symmetric
+    )
     if block_size is None and not ring:
         candidates = _gathered_views(z1, z2, pair_id, mask, axis_name)
         batch = _common.Batch(
@@ -284,7 +287,7 @@ def simclr_loss(
     partner = jnp.concatenate([z2, z1])
     # A ring, or the symmetric tiles: the views are their own candidates.
     candidates = None
-    if not ring and not takes_symmetric_tiles(temperature, ring=ring):
+    if not ring and not symmetric:
         candidates = _gathered_views(z1, z2, pair_id, mask, axis_name)
     return tiled_ntxent(
         views,

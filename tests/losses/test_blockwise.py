@@ -236,12 +236,15 @@ def test_ring_needs_axis_name_and_block_size_is_checked():
 
 @pytest.mark.parametrize("temperature", [1.0, 0.05, 0.02])
 @pytest.mark.parametrize("block_size", [5, 64])
-def test_simclr_symmetric_and_slab_tiles_equal_dense(temperature, block_size):
+def test_simclr_symmetric_and_slab_tiles_equal_dense(temperature, block_size, monkeypatch):
     # T >= 1/30 takes the symmetric tiles (upper triangle only, shared shift
     # 1/T); T = 0.02 falls back to the row slabs, whose shift is per row.
     from jaxmetric.losses import _symmetric_tiles
 
     assert _symmetric_tiles.symmetric_applies(temperature) == (temperature >= 1 / 30)
+    # The window of tiles after the diagonal in GEMMs of two tiles, the last
+    # one tile (74 rows in 5-row blocks: 7 tiles after each diagonal one).
+    monkeypatch.setattr(_symmetric_tiles, "WINDOW_COLUMNS", 2 * block_size)
     z1, z2, labels, mask = _views(num_pairs=37, dim=16, seed=3, masked=True)
 
     def loss(a, b, **kwargs):
