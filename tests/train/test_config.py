@@ -56,6 +56,9 @@ CONFIG_CASES = [
     ("supervised.loss_kwargs.mining", "semihard", "supervised", "`mining`"),
     ("supervised.loss_kwargs.margin", -1.0, "supervised", "`margin`"),
     ("supervised.loss_kwargs.temperature", 0.1, "supervised", "`supervised.loss_kwargs"),
+    # An array input of the loss, not a hyper-parameter a config can set.
+    ("supervised.loss_kwargs.pairs", 1, "supervised", "`supervised.loss_kwargs.pairs`"),
+    ("supervised.loss_kwargs.mask", 1, "supervised", "`supervised.loss_kwargs.mask`"),
     ("optimizer.name", "rmsprop", "simclr", "`optimizer.name`"),
     ("optimizer.schedule", "step", "simclr", "`optimizer.schedule`"),
     ("optimizer.lr_scaling", "log", "simclr", "`optimizer.lr_scaling`"),

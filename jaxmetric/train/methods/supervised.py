@@ -54,9 +54,15 @@ def _check_loss_kwargs(config: ml_collections.ConfigDict) -> None:
     s = config.supervised
     fn = getattr(losses, s.loss)
     kwargs = dict(s.loss_kwargs.to_dict())
-    params = inspect.signature(fn).parameters
+    # A label loss's hyper-parameters are its spec's: its array inputs (`mask`,
+    # `pairs`, `reference_embeddings`, ...) are not settable from a config.
+    if s.loss in losses.LABEL_LOSSES:
+        params = losses.LABEL_LOSSES[s.loss].hyper_params
+    else:
+        params = set(inspect.signature(fn).parameters) - {"embeddings", "labels", "proxies"}
+        params -= {"mask", "axis_name"}
     for name in kwargs:
-        if name not in params or name in ("embeddings", "labels", "proxies", "mask", "axis_name"):
+        if name not in params:
             raise ValueError(
                 f"`supervised.loss_kwargs.{name}` is not a hyper-parameter of {s.loss}."
             )
