@@ -107,11 +107,14 @@ CORE_CHECK = textwrap.dedent(
     z1, z2 = emb[:8], emb[8:]
     queue = jm.init_queue(16, 8, key=jax.random.key(1))
     queue = jm.enqueue(queue, z2, labels[:8])
-    class_rows = jax.random.normal(jax.random.key(4), (4, 8))  # [C, D] weights / proxies
+    # [C, D] weights / proxies (12 rows: also 4 classes x 3 sub-centres) and
+    # soft_triple_loss's centres (4 classes x its 10 per class).
+    class_rows = jax.random.normal(jax.random.key(4), (12, 8))
+    centers = jax.random.normal(jax.random.key(5), (40, 8))
     # Every loss, called with its positional (array) arguments by name.
     arguments = {{
         "embeddings": emb, "labels": labels, "weights": class_rows, "proxies": class_rows,
-        "memory": queue, "z1": z1, "z2": z2, "support": queue.embeddings,
+        "centers": centers, "memory": queue, "z1": z1, "z2": z2, "support": queue.embeddings,
         "queries": z1, "keys": z2, "queue": queue.embeddings, "anchors": z1,
         "positives": z2, "predictions": z1, "targets": z2,
     }}
