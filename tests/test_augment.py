@@ -297,7 +297,7 @@ def test_bad_per_view_probability_names_the_field(field, value):
 
 
 def test_ssl_cifar10_recipes_use_their_papers_views():
-    # BYOL (Grill et al. 2020, table 6), followed by Barlow Twins and VICReg:
+    # BYOL (Grill et al. 2020, table 6), followed by Barlow Twins, VICReg and MoCo v3:
     # blur 1.0 / 0.1, solarisation 0.0 / 0.2. SimSiam's CIFAR views (Chen &
     # He 2021, appendix D): crop 0.2-1, no blur. SimCLR's: symmetric, no blur.
     from jaxmetric.train.config import load_recipe, validate_config
@@ -306,6 +306,7 @@ def test_ssl_cifar10_recipes_use_their_papers_views():
         "byol": ((0.08, 1.0), (1.0, 0.1), (0.0, 0.2)),
         "barlow_twins": ((0.08, 1.0), (1.0, 0.1), (0.0, 0.2)),
         "vicreg": ((0.08, 1.0), (1.0, 0.1), (0.0, 0.2)),
+        "mocov3": ((0.08, 1.0), (1.0, 0.1), (0.0, 0.2)),
         "simsiam": ((0.2, 1.0), 0.0, 0.0),
         "simclr": ((0.08, 1.0), 0.0, 0.0),
     }
