@@ -39,6 +39,7 @@ def check_block_size(block_size) -> None:
 
 
 # What "auto" stands for (choose_block_size); measured in docs/benchmarks.md.
+CPU_SYMMETRIC_ONE_TILE = 2048
 CPU_SYMMETRIC_BLOCK = 256
 CPU_SLAB_BLOCK = 128
 CPU_DENSE_ENTRIES = 2**16
@@ -54,16 +55,19 @@ def choose_block_size(
     ``rows``: the anchors of this device; ``candidates``: what each anchor is
     compared with (every device's rows, or a queue); ``symmetric``: the call
     takes the symmetric tiles (``takes_symmetric_tiles``). Why (forward +
-    backward, f32, D = 128, measured on the 2-core CPU; docs/benchmarks.md):
+    backward, f32, D = 128, on the 2-core CPU; benchmarks/block_size_sweep.py,
+    docs/benchmarks.md):
 
     - CPU, symmetric tiles (SimCLR): faster than the dense path from 64 views
-      on (2x at 256 views, 3.6x at 4,096), as good below; 256-row blocks
-      beat 128 and 512 from 1,024 views on, the window of tiles after the
-      diagonal taken ``_symmetric_tiles.WINDOW_COLUMNS`` columns at a time.
+      on. Up to ``CPU_SYMMETRIC_ONE_TILE`` views in all, one tile (one row
+      block per device): XLA then forms each exp once for the value and the
+      gradient (2,048 views: 23 ms against 33 ms in 256-row blocks and 99 ms
+      dense). Beyond, 256-row blocks, whose tiles stay in cache (4,096
+      views: 109 ms, one tile 145 ms; 8,192: 423 against 585 ms).
     - CPU, row slabs (NT-Xent with labels, SupCon, MoCo's queue): the dense
-      path is faster for tiny batches (64 rows: 0.08 against 0.1 ms), the
-      slabs from 512 x 512 logits on (1.7x at 2,048 rows, 1.5x at 8,192;
-      MoCo 2x at 256 x 16,384); 128-row slabs are the fastest there.
+      path for tiny batches (at most ``CPU_DENSE_ENTRIES`` logits, where the
+      two are even), 128-row slabs beyond (2,048 rows: 1.9x faster than
+      dense, 8,192: 1.6-1.8x; MoCo's 256 x 16,384: 1.4x).
     - GPU / TPU: not measured yet. One large GEMM keeps an accelerator busier
       than a loop of small ones, so the dense path while its logits are
       small, ``ACCELERATOR_BLOCK`` rows beyond, where memory decides.
@@ -72,6 +76,8 @@ def choose_block_size(
         return block_size
     if jax.default_backend() == "cpu":
         if symmetric:
+            if candidates <= CPU_SYMMETRIC_ONE_TILE:
+                return candidates
             return CPU_SYMMETRIC_BLOCK
         return None if rows * candidates <= CPU_DENSE_ENTRIES else CPU_SLAB_BLOCK
     return None if rows * candidates <= ACCELERATOR_DENSE_ENTRIES else ACCELERATOR_BLOCK

@@ -216,8 +216,9 @@ def simclr_loss(
       axis_name: mapped axis; negatives come from all devices.
       block_size: how the loss is computed; every choice gives the same
         value and gradient. "auto" (default): the fastest for the shapes and
-        the backend (on CPU: the tiles below, 256 rows; on GPU / TPU: dense
-        up to 2^26 logits per device). None: the dense [2N, 2N] similarity matrix
+        the backend (on CPU: the tiles below, one tile up to 2,048 views and
+        256 rows beyond; on GPU / TPU: dense up to 2^26 logits per device).
+        None: the dense [2N, 2N] similarity matrix
         and autodiff. An int: value and gradient computed together, tile by
         tile, with memory O(``block_size`` x 2N). With T >= 1/30, S is
         symmetric and each pair of ``block_size`` x ``block_size`` tiles is
