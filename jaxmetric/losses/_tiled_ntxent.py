@@ -58,15 +58,16 @@ def choose_block_size(
     backward, f32, D = 128, on the 2-core CPU; benchmarks/block_size_sweep.py,
     docs/benchmarks.md):
 
-    - CPU, symmetric tiles (SimCLR): faster than the dense path from 64 views
-      on. Up to ``CPU_SYMMETRIC_ONE_TILE`` views in all, one tile (one row
-      block per device): XLA then forms each exp once for the value and the
-      gradient (2,048 views: 23 ms against 33 ms in 256-row blocks and 99 ms
-      dense). Beyond, 256-row blocks, whose tiles stay in cache (4,096
-      views: 109 ms, one tile 145 ms; 8,192: 423 against 585 ms).
+    - CPU, symmetric tiles (SimCLR): faster than the dense path from 256
+      views on (2.6x at 256, 3.7x at 4,096), even below. Up to
+      ``CPU_SYMMETRIC_ONE_TILE`` views in all, one tile (one row block per
+      device): XLA then forms each exp once for the value and the gradient
+      (1,024 views: 5.2 ms against 10.6 ms in 256-row blocks, 16.6 ms
+      dense; 2,048: 23 against 33 ms). Beyond, 256-row blocks, whose tiles
+      stay in cache (4,096 views: 108 ms, one tile 139 ms, dense 400 ms).
     - CPU, row slabs (NT-Xent with labels, SupCon, MoCo's queue): the dense
       path for tiny batches (at most ``CPU_DENSE_ENTRIES`` logits, where the
-      two are even), 128-row slabs beyond (2,048 rows: 1.9x faster than
+      two are even), 128-row slabs beyond (2,048 rows: 1.8x faster than
       dense, 8,192: 1.6-1.8x; MoCo's 256 x 16,384: 1.4x).
     - GPU / TPU: not measured yet. One large GEMM keeps an accelerator busier
       than a loop of small ones, so the dense path while its logits are
