@@ -1,18 +1,21 @@
 """The one entry point of the tiled NT-Xent algorithms: the mean of its terms.
 
-``ntxent_loss``, ``simclr_loss`` and ``moco_loss`` (and through
-``ntxent_loss``'s spec, ``xbm_loss``) call ``tiled_ntxent`` with named
+``ntxent_loss``, ``supcon_loss``, ``simclr_loss`` and ``moco_loss`` (and
+through the specs, ``xbm_loss``) call ``tiled_ntxent`` with named
 arguments; it picks the algorithm:
 
 - ``ring=True``: ``_lse_tiles``, [block, block] tiles with a running
   log-sum-exp while the candidate blocks travel around the devices;
-- one device, the anchors their own candidates, one given positive per row
-  (SimCLR) and ``_symmetric_tiles.symmetric_applies(temperature)``:
-  ``_symmetric_tiles``, only the tiles on and above the diagonal of S;
+- the anchors their own candidates, one given positive per row (SimCLR)
+  and ``_symmetric_tiles.symmetric_applies(temperature)``:
+  ``_symmetric_tiles``, each pair of tiles of S formed once, on one device
+  or shared out over the devices under ``axis_name``;
 - otherwise ``_fused_slabs``: slabs of ``block_size`` anchor rows against all
-  candidates, value and gradient in one pass.
+  candidates, value and gradient in one pass (NT-Xent's or SupCon's terms).
 
-All three give the dense loss's value and gradient.
+All three give the dense loss's value and gradient. ``check_block_size``
+validates a loss's ``block_size`` and ``choose_block_size`` says what
+"auto", the default, stands for.
 """
 
 from __future__ import annotations
