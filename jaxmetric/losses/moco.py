@@ -54,11 +54,11 @@ def moco_loss(
         enqueue`` gathers the keys).
       block_size: how the loss is computed; every choice gives the same
         value and gradient. "auto" (default): the fastest for the shapes and
-        the backend (on CPU: slabs of 128 queries, dense below 2^16 logits;
-        on GPU / TPU: dense up to 2^26 logits). None: the dense [B, K] logits and autodiff. An int:
-        slabs of ``block_size`` queries, each against the whole queue, with
-        the value and gradient computed together (memory ``block_size`` x K
-        per slab).
+        the backend (on CPU: slabs of 128 queries, dense up to 2^16 logits;
+        on GPU / TPU: dense up to 2^26 logits). None: the dense [B, K]
+        logits and autodiff. An int: slabs of ``block_size`` queries, each
+        against the whole queue, with the value and gradient computed
+        together (memory ``block_size`` x K per slab).
 
     Returns:
       A float32 scalar; 0.0 when no query is valid.

@@ -120,12 +120,12 @@ def ntxent_loss(
       axis_name: mapped axis; positives and negatives come from all devices.
       block_size: how the loss is computed; every choice gives the same
         value and gradient. "auto" (default): the fastest for the shapes and
-        the backend (on CPU: slabs of 128 rows, dense below 2^16 logits; on
-        GPU / TPU: dense up to 2^26 logits). None: the dense [B, B] similarity matrix and autodiff.
-        An int: slabs of ``block_size`` anchor rows, each against all
-        candidates, with value and gradient computed together (three GEMMs,
-        like the dense version), so memory grows as ``block_size`` x B, not
-        B^2.
+        the backend (on CPU: slabs of 128 rows, dense up to 2^16 logits; on
+        GPU / TPU: dense up to 2^26 logits). None: the dense [B, B]
+        similarity matrix and autodiff. An int: slabs of ``block_size``
+        anchor rows, each against all candidates, with value and gradient
+        computed together (three GEMMs, like the dense version), so memory
+        grows as ``block_size`` x B, not B^2.
       ring: with ``axis_name``, pass candidate blocks from device to device
         with ``ppermute`` instead of gathering them all, so per-device memory
         does not grow with the number of devices: ``block_size`` x
@@ -218,9 +218,9 @@ def simclr_loss(
         value and gradient. "auto" (default): the fastest for the shapes and
         the backend (on CPU: the tiles below, one tile up to 2,048 views and
         256 rows beyond; on GPU / TPU: dense up to 2^26 logits per device).
-        None: the dense [2N, 2N] similarity matrix
-        and autodiff. An int: value and gradient computed together, tile by
-        tile, with memory O(``block_size`` x 2N). With T >= 1/30, S is
+        None: the dense [2N, 2N] similarity matrix and autodiff. An int:
+        value and gradient computed together, tile by tile, with memory
+        O(``block_size`` x 2N). With T >= 1/30, S is
         symmetric and each pair of ``block_size`` x ``block_size`` tiles is
         formed once (two GEMMs' worth instead of three); under
         ``axis_name`` the devices share these tiles out, each forming 1/n of

@@ -86,11 +86,12 @@ def supcon_loss(
         anchors stay local, the value is that of the global batch.
       block_size: how the loss is computed; every choice gives the same
         value and gradient. "auto" (default): the fastest for the shapes and
-        the backend (on CPU: slabs of 128 rows, dense below 2^16 logits; on
-        GPU / TPU: dense up to 2^26 logits). None: the dense [B, B] similarity matrix and autodiff.
-        An int: slabs of ``block_size`` anchor rows, each against all
-        candidates, value and gradient computed together (three GEMMs, as
-        the dense version), memory ``block_size`` x B instead of B^2.
+        the backend (on CPU: slabs of 128 rows, dense up to 2^16 logits; on
+        GPU / TPU: dense up to 2^26 logits). None: the dense [B, B]
+        similarity matrix and autodiff. An int: slabs of ``block_size``
+        anchor rows, each against all candidates, value and gradient
+        computed together (three GEMMs, as the dense version), memory
+        ``block_size`` x B instead of B^2.
 
     Returns:
       A float32 scalar; 0.0 (zero gradient) when no anchor has a positive.
