@@ -257,6 +257,14 @@ CASES: tuple[Case, ...] = (
         zero_without_positive=True,
     ),
     Case("supcon", "supcon_loss", LABELS, {"temperature": 0.2}, zero_without_positive=True),
+    Case(
+        "supcon_blocks",
+        "supcon_loss",
+        LABELS,
+        {"temperature": 0.2, "block_size": 2},
+        _SP,
+        zero_without_positive=True,
+    ),
     Case("simclr", "simclr_loss", TWO_VIEW, {"temperature": 0.2}, grad_second=True),
     Case(
         "simclr_blocks",
