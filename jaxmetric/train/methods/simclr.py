@@ -14,7 +14,7 @@ from jaxmetric.train.state import AXIS
 
 def make_step(config, graphdef, tx):
     aug, temperature = config.augment, config.simclr.temperature
-    block_size = config.simclr.block_size or None
+    block_size = config.simclr.block_size or "auto"
 
     def step(state, x, y):
         del y
@@ -49,8 +49,9 @@ METHOD = Method(
     name="simclr",
     title="SimCLR",
     make_step=make_step,
-    # block_size 0: the dense loss; n: NT-Xent over tiles of n rows (memory
-    # linear in the global batch, same value and gradient).
+    # block_size 0: the kernel's "auto", its fastest exact path for the shapes
+    # and backend (dense only where that is faster); n: tiles of n rows
+    # (memory linear in the global batch, same value and gradient).
     defaults={"temperature": 0.1, "block_size": 0},
     validate=validate,
     grad_cache=True,
