@@ -76,10 +76,11 @@ def find_repo() -> pathlib.Path:
 # %% [markdown]
 # ## The recipe
 #
-# `configs/simclr_mnist1d.py`: a 1-D CNN encoder (125-d features) and an MLP projection head
-# to 16-d, Adam, batch 512, 2000 steps, two augmented views per signal. `batch_size` is the
-# **global** batch: it must be a multiple of the device count. On a TPU with a large model you
-# would also set `config.model.dtype = "bfloat16"` (parameters stay float32).
+# `configs/simclr_mnist1d.py`: a 1-D CNN encoder (96 channels, 480-d features) and an MLP
+# projection head to 32-d, Adam, batch 512, 2000 steps, two augmented views per signal.
+# `batch_size` is the **global** batch: it must be a multiple of the device count. On a TPU
+# with a large model you would also set `config.model.dtype = "bfloat16"` (parameters stay
+# float32).
 
 # %%
 config = load_recipe(find_repo() / "configs" / "simclr_mnist1d.py")
