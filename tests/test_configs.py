@@ -56,13 +56,7 @@ def _recipe_param(name: str):
     return pytest.param(name, marks=pytest.mark.slow) if resnet else name
 
 
-# The three MLRC recipes are one `mlrc_config` with another dataset (each reads a
-# mock of its own dataset below): one ResNet-50 step stands for them, which saves
-# CI about a minute.
-STEP_RECIPES = [n for n in RECIPES if n not in MLRC[1:]]
-
-
-@pytest.mark.parametrize("name", [_recipe_param(n) for n in STEP_RECIPES])
+@pytest.mark.parametrize("name", [_recipe_param(n) for n in RECIPES])
 def test_recipe_builds_and_runs_one_step(name):
     config = load(name)
     validate_config(config, num_devices=1)  # the recipe as written
